@@ -1,0 +1,3 @@
+"""Beacon: a self-hosted customer event platform."""
+
+__version__ = "0.1.0"

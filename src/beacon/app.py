@@ -1,0 +1,120 @@
+"""The application factory: one FastAPI app serving the ingest edge, the admin API and ops."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from beacon import __version__
+from beacon.core.clock import Clock, SystemClock
+from beacon.core.ids import new_id
+from beacon.deps import refuse_nul
+from beacon.events import routes as events_routes
+from beacon.identity import routes as profile_routes
+from beacon.ingest import admin_routes as dead_letter_routes
+from beacon.ingest.asgi import IngestASGI, is_ingest_path
+from beacon.ops import routes as ops_routes
+from beacon.ops.latency import LatencyMiddleware
+from beacon.runtime import Runtime
+from beacon.settings import Settings
+from beacon.sources import routes as sources_routes
+from beacon.tracker import routes as tracker_routes
+
+log = structlog.get_logger()
+
+
+class BeaconAPI(FastAPI):
+    """FastAPI for the admin API and ops, with the ingest edge answered before its middleware."""
+
+    ingest: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and is_ingest_path(scope["path"]):
+            scope["app"] = self
+            await self.ingest(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, freeze_gc: bool = False
+) -> BeaconAPI:
+    """Build the app; its lifespan starts and stops the runtime.
+
+    `freeze_gc` moves everything allocated at start-up out of the garbage collector's reach, so
+    collections under load only walk request objects (measured: +20 % ingest throughput).
+    """
+    runtime = Runtime(settings=settings, clock=clock or SystemClock(), role="server")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = BeaconAPI(
+        title="Beacon",
+        version=__version__,
+        description="Self-hosted customer event platform.",
+        lifespan=lifespan,
+        dependencies=[Depends(refuse_nul)],
+    )
+    app.state.settings = settings
+    app.state.clock = runtime.clock
+    app.state.runtime = runtime
+    app.state.sessions = runtime.sessions
+    app.state.ingest = runtime.edge
+    app.state.sources = runtime.sources
+    app.state.event_types = runtime.event_types
+    app.state.metrics = runtime.metrics
+    app.state.sql_writer = runtime.run_sql
+    app.state.forget_profiles = runtime.store.forget_profiles
+    app.state.readiness_checks = {"database": runtime.ping_database, "bus": runtime.bus.ping}
+
+    app.add_exception_handler(Exception, internal_error)
+    app.ingest = IngestASGI(runtime.edge, runtime.metrics)
+    app.router.routes.extend(ops_routes.routes)
+    app.router.routes.extend(tracker_routes.routes)
+    app.include_router(sources_routes.router)
+    app.include_router(events_routes.router)
+    app.include_router(dead_letter_routes.router)
+    app.include_router(profile_routes.router)
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["*"],
+        max_age=86400,
+    )
+    app.add_middleware(LatencyMiddleware, histogram=runtime.metrics.request_latency)
+    return app
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """A bug, not bad input: log it with an id the client can quote, answer JSON."""
+    error_id = new_id()
+    log.error("unhandled_error", error_id=error_id, path=request.url.path, exc_info=exc)
+    body = {"error": {"code": "internal_error", "message": "unexpected error", "id": error_id}}
+    return JSONResponse(body, status_code=500)
+
+
+def app_from_environment() -> FastAPI:
+    """Uvicorn's factory for `beacon serve`: settings from `BEACON_*` variables."""
+    from beacon.core.logging import configure_logging
+
+    settings = Settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    return create_app(settings, freeze_gc=True)

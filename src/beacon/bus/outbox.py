@@ -1,0 +1,115 @@
+"""The outbox relay: moves committed outbox rows to the bus, then deletes them.
+
+Each outbox row holds the envelopes of one committed transaction (an `OutboxBatch`).
+Fast path: the store hands over what it just committed and the relay publishes it at once.
+Slow path: a periodic sweep publishes rows older than `stale_after` (left by a crash, a bus
+outage or another process that died), and at start-up every row left from before. A row is
+deleted only after `Bus.publish` returned for all its envelopes, so every committed message
+reaches the bus at least once; consumers deduplicate on the envelope id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+
+import structlog
+
+from beacon.bus.base import Bus
+from beacon.bus.messages import OutboxBatch
+from beacon.core.clock import Clock
+
+log = structlog.get_logger()
+
+FetchStale = Callable[[datetime, int], Awaitable[list[OutboxBatch]]]
+Acknowledge = Callable[[list[str]], Awaitable[object]]
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        fetch_stale: FetchStale,
+        acknowledge: Acknowledge,
+        clock: Clock,
+        sweep_interval: float = 5.0,
+        stale_after: float = 10.0,
+        batch_size: int = 100,
+        on_relayed: Callable[[int], None] | None = None,
+    ) -> None:
+        self.bus = bus
+        self._fetch_stale = fetch_stale
+        self._acknowledge = acknowledge
+        self._clock = clock
+        self._sweep_interval = sweep_interval
+        self._stale_after = timedelta(seconds=stale_after)
+        self._batch_size = batch_size
+        self._pending: deque[OutboxBatch] = deque()
+        self._wake = asyncio.Event()
+        self._on_relayed = on_relayed
+
+    def hand_off(self, batch: OutboxBatch) -> None:
+        """Queue an outbox row the store has just committed."""
+        self._pending.append(batch)
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until `stop` is set; start with everything a previous run left behind."""
+        await self._sweep(self._clock.now())
+        last_sweep = self._clock.now()
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                waking = asyncio.create_task(self._wake.wait())
+                await asyncio.wait(
+                    {waking, stopping},
+                    timeout=self._sweep_interval,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                waking.cancel()
+                self._wake.clear()
+                await self.flush()
+                now = self._clock.now()
+                if not self._pending and (now - last_sweep).total_seconds() >= self._sweep_interval:
+                    await self._sweep(now - self._stale_after)
+                    last_sweep = now
+        finally:
+            stopping.cancel()
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Publish everything handed over so far."""
+        while self._pending:
+            count = min(len(self._pending), self._batch_size)
+            batch = [self._pending.popleft() for _ in range(count)]
+            if not await self._publish(batch):
+                # The rows stay in the outbox; the sweep publishes them once the bus is back.
+                self._pending.clear()
+                return
+
+    async def _sweep(self, older_than: datetime) -> None:
+        while True:
+            try:
+                batch = await self._fetch_stale(older_than, self._batch_size)
+            except Exception:
+                log.exception("outbox_sweep_failed")
+                return
+            if not batch or not await self._publish(batch):
+                return
+            if len(batch) < self._batch_size:
+                return
+
+    async def _publish(self, rows: Sequence[OutboxBatch]) -> bool:
+        envelopes = [envelope for row in rows for envelope in row.envelopes]
+        try:
+            await self.bus.publish(envelopes)
+            await self._acknowledge([row.id for row in rows])
+        except Exception:
+            log.exception("outbox_relay_failed", rows=len(rows), envelopes=len(envelopes))
+            return False
+        if self._on_relayed is not None:
+            self._on_relayed(len(envelopes))
+        return True

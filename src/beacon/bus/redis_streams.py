@@ -1,0 +1,411 @@
+"""The Redis Streams bus of the scale-out deployment.
+
+Map of what lives in Redis (``P`` is ``partitions``, ``prefix`` defaults to ``beacon``):
+
+- ``{prefix}:{topic}:{0..P-1}``: one stream per partition of a topic. An envelope goes to partition
+  ``crc32(key) % P`` as one entry whose field ``m`` is ``Envelope.encode()``. Streams are never
+  trimmed, so nothing is dropped before every group has read it.
+- one consumer group per subscription name on every partition stream of its topic, created at id
+  ``0`` so a group also receives what was published before it first ran.
+- ``{prefix}:lease:{group}:{topic}:{p}``: which consumer of the group reads partition ``p`` now
+  (SET NX PX, renewed every ``lease_ms / 3``), and ``{prefix}:consumers:{group}:{topic}``: the
+  group's live consumers (a sorted set of heartbeats), from which each takes its fair share of
+  ``ceil(P / live)`` partitions and gives back any surplus.
+
+Delivery is at least once. A batch is acknowledged (XACK) only after its handler returned; a batch
+whose handler raised stays pending, and so does everything a consumer had read when it crashed.
+Every few seconds a consumer claims (XAUTOCLAIM) the entries of its partitions left pending longer
+than ``reclaim_idle_ms`` and delivers them again; on taking over a partition it first claims
+everything the previous holder left pending. Entries that do not decode are logged and
+acknowledged. Handlers are retried without limit: a handler that must give up dead-letters the
+message itself.
+
+Order per key holds within a partition stream for one consumer: a consumer hands each stream's
+entries to the handler in stream order, and after a failed batch it reads nothing new from that
+stream until the failed entries were reclaimed and handled. Leases extend this to several worker
+processes sharing a consumer group: each partition stream is read by one consumer at a time, a
+surplus partition is given back only between batches (after its entries were acknowledged), and
+the next holder delivers what is pending before reading anything new. A consumer whose lease
+expired while it was still handling (its event loop blocked for longer than ``lease_ms``, or Redis
+unreachable) may overlap with the next holder: then a batch can be handled twice, or out of order.
+Leases are released on a clean stop; a cancelled or crashed consumer's leases expire after
+``lease_ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from beacon.bus.base import Bus, Subscription
+from beacon.bus.messages import Envelope
+
+log = structlog.get_logger()
+
+MESSAGE_FIELD = b"m"
+RECLAIM_INTERVAL_MAX_S = 5.0
+RECONNECT_DELAY_S = 1.0
+
+# Compare-and-set on the lease holder, so a consumer never extends or frees another's lease.
+RENEW_LEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+RELEASE_LEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """Return the partition of `key`: stable across processes and restarts, unlike `hash()`."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+class RedisStreamsBus(Bus):
+    """Partitioned streams with a consumer group per subscriber; `consumer_name` must be unique."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        partitions: int = 8,
+        prefix: str = "beacon",
+        consumer_name: str | None = None,
+        block_ms: int = 1000,
+        batch_size: int = 500,
+        reclaim_idle_ms: int = 30000,
+        lease_ms: int = 10000,
+    ) -> None:
+        super().__init__()
+        if min(partitions, block_ms, batch_size) < 1 or reclaim_idle_ms < 0:
+            raise ValueError(
+                "partitions, block_ms and batch_size must be >= 1, reclaim_idle_ms >= 0"
+            )
+        if lease_ms <= block_ms:
+            raise ValueError("lease_ms must be longer than block_ms, or leases lapse mid-read")
+        self.partitions = partitions
+        self.prefix = prefix
+        self.consumer_name = consumer_name or f"{socket.gethostname()}-{os.getpid()}"
+        self.block_ms = block_ms
+        self.batch_size = batch_size
+        self.reclaim_idle_ms = reclaim_idle_ms
+        self.lease_ms = lease_ms
+        self.redis: Redis = Redis.from_url(url)
+        if self.redis.connection_pool.connection_kwargs.get("decode_responses"):
+            # Entries are read back as bytes; decoded replies would all look undecodable.
+            raise ValueError("the Redis bus URL must not set decode_responses")
+
+    def stream_name(self, topic: str, partition: int) -> str:
+        return f"{self.prefix}:{topic}:{partition}"
+
+    def stream_for(self, envelope: Envelope) -> str:
+        """Return the stream that carries `envelope`: one per partition of its key."""
+        return self.stream_name(envelope.topic, partition_of(envelope.key, self.partitions))
+
+    def topic_streams(self, topic: str) -> list[str]:
+        return [self.stream_name(topic, p) for p in range(self.partitions)]
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        if not envelopes:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for envelope in envelopes:
+                pipe.xadd(self.stream_for(envelope), {MESSAGE_FIELD: envelope.encode()})
+            await pipe.execute()
+
+    async def consume(self, stop: asyncio.Event) -> None:
+        if not self.subscriptions:
+            await stop.wait()
+            return
+        async with asyncio.TaskGroup() as tasks:
+            for subscription in self.subscriptions:
+                tasks.create_task(_GroupReader(self, subscription).run(stop))
+
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+class _GroupReader:
+    """Reads one subscription's leased partition streams as one consumer of its group."""
+
+    def __init__(self, bus: RedisStreamsBus, subscription: Subscription) -> None:
+        self.bus = bus
+        self.redis = bus.redis
+        self.subscription = subscription
+        self.group = subscription.name
+        self.streams = bus.topic_streams(subscription.topic)
+        self.leases = _PartitionLeases(bus, self.group, subscription.topic)
+        # Streams with a batch unacknowledged (failed, or in flight): read nothing newer from them.
+        self.paused: set[str] = set()
+        self.reclaim_interval_s = min(RECLAIM_INTERVAL_MAX_S, bus.reclaim_idle_ms / 1000)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.leases.keep(stop))
+            tasks.create_task(self.read(stop))
+        try:
+            await self.leases.release_all()
+        except RedisError:
+            log.warning("bus_lease_release_failed", subscriber=self.group, exc_info=True)
+
+    async def read(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        groups_ready = False
+        next_reclaim = 0.0
+        while not stop.is_set():
+            try:
+                if not groups_ready:
+                    await self.ensure_groups()
+                    groups_ready = True
+                await self.settle_leases(stop)
+                if loop.time() >= next_reclaim:
+                    for partition in self.leases.leased():
+                        await self.reclaim(self.streams[partition], self.bus.reclaim_idle_ms, stop)
+                    next_reclaim = loop.time() + self.reclaim_interval_s
+                await self.read_new(stop)
+            except ResponseError as exc:
+                if not str(exc).startswith("NOGROUP"):
+                    raise
+                # The stream or group was deleted under us (e.g. FLUSHDB): create it again.
+                log.warning("bus_group_missing", subscriber=self.group, error=str(exc))
+                groups_ready = False
+            except (RedisConnectionError, RedisTimeoutError):
+                log.warning("bus_redis_unavailable", subscriber=self.group, exc_info=True)
+                await _wait(stop, RECONNECT_DELAY_S)
+
+    async def ensure_groups(self) -> None:
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if not str(exc).startswith("BUSYGROUP"):
+                    raise
+
+    async def settle_leases(self, stop: asyncio.Event) -> None:
+        """Give back surplus partitions, and deliver what a new partition's last holder left."""
+        for partition in list(self.leases.surplus):
+            await self.leases.release(partition)
+            self.paused.discard(self.streams[partition])
+        for partition in list(self.leases.taken_over):
+            await self.reclaim(self.streams[partition], 0, stop)
+            self.leases.taken_over.discard(partition)
+
+    async def read_new(self, stop: asyncio.Event) -> None:
+        readable: dict[Any, Any] = {
+            stream: ">"
+            for stream in (self.streams[p] for p in self.leases.leased())
+            if stream not in self.paused
+        }
+        if not readable:
+            await _wait(stop, self.bus.block_ms / 1000)
+            return
+        response = await self.redis.xreadgroup(
+            self.group,
+            self.bus.consumer_name,
+            readable,
+            count=self.bus.batch_size,
+            block=self.bus.block_ms,
+        )
+        for stream, entries in _stream_batches(response):
+            await self.deliver(stream, entries)
+
+    async def reclaim(self, stream: str, min_idle_ms: int, stop: asyncio.Event) -> None:
+        """Claim and deliver the stream's entries pending for at least `min_idle_ms`, in order."""
+        cursor: bytes | str = "0-0"
+        delivered = True
+        while delivered and not stop.is_set():
+            response = await self.redis.xautoclaim(
+                stream,
+                self.group,
+                self.bus.consumer_name,
+                min_idle_time=min_idle_ms,
+                start_id=cursor,
+                count=self.bus.batch_size,
+            )
+            cursor, entries = response[0], response[1]
+            if entries:
+                log.info(
+                    "bus_messages_reclaimed",
+                    subscriber=self.group,
+                    stream=stream,
+                    count=len(entries),
+                )
+                delivered = await self.deliver(stream, entries)
+            if cursor in (b"0-0", "0-0"):
+                break
+        if delivered and stream in self.paused and not await self.has_pending(stream):
+            self.paused.discard(stream)
+
+    async def has_pending(self, stream: str) -> bool:
+        pending = await self.redis.xpending_range(
+            stream, self.group, min="-", max="+", count=1, consumername=self.bus.consumer_name
+        )
+        return bool(pending)
+
+    async def deliver(self, stream: str, entries: Iterable[Entry | tuple[None, None]]) -> bool:
+        """Hand one stream's entries to the handler in order; ack them if it returns."""
+        envelopes: list[Envelope] = []
+        handled_ids: list[bytes] = []
+        undecodable_ids: list[bytes] = []
+        for entry_id, fields in entries:
+            if entry_id is None or fields is None:
+                continue  # deleted from the stream since it was read
+            try:
+                envelopes.append(_decode(fields))
+                handled_ids.append(entry_id)
+            except (KeyError, TypeError, ValueError):
+                log.exception(
+                    "bus_message_undecodable",
+                    subscriber=self.group,
+                    stream=stream,
+                    entry_id=entry_id.decode(),
+                )
+                undecodable_ids.append(entry_id)
+        if undecodable_ids:
+            await self.redis.xack(stream, self.group, *undecodable_ids)
+        if not envelopes:
+            return True
+        # Paused until acknowledged, so an ack lost to a dropped connection also keeps the order.
+        was_paused = stream in self.paused
+        self.paused.add(stream)
+        try:
+            await self.subscription.handler(envelopes)
+        except Exception:
+            log.exception(
+                "bus_handler_failed", subscriber=self.group, stream=stream, count=len(envelopes)
+            )
+            return False
+        await self.redis.xack(stream, self.group, *handled_ids)
+        if not was_paused:
+            self.paused.discard(stream)
+        return True
+
+
+class _PartitionLeases:
+    """Gives each partition of a group's topic to one live consumer at a time, spread evenly."""
+
+    def __init__(self, bus: RedisStreamsBus, group: str, topic: str) -> None:
+        self.redis = bus.redis
+        self.group = group
+        self.consumer = bus.consumer_name
+        self.lease_ms = bus.lease_ms
+        self.members_key = f"{bus.prefix}:consumers:{group}:{topic}"
+        self.lease_keys = [f"{bus.prefix}:lease:{group}:{topic}:{p}" for p in range(bus.partitions)]
+        # Start the search at a consumer-specific partition so consumers rarely race for one.
+        first = zlib.crc32(self.consumer.encode()) % bus.partitions
+        self.preference = [(first + i) % bus.partitions for i in range(bus.partitions)]
+        self.renew_script = self.redis.register_script(RENEW_LEASE)
+        self.release_script = self.redis.register_script(RELEASE_LEASE)
+        # partition -> event-loop time until which the lease surely still holds
+        self.valid_until: dict[int, float] = {}
+        self.taken_over: set[int] = set()  # acquired; the last holder's pending not claimed yet
+        self.surplus: set[int] = set()  # over the fair share; the reader gives them back
+
+    def leased(self) -> list[int]:
+        """Return the partitions this consumer holds and may read now."""
+        now = asyncio.get_running_loop().time()
+        return [
+            p
+            for p, until in self.valid_until.items()
+            if until > now and p not in self.surplus and p not in self.taken_over
+        ]
+
+    async def keep(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh()
+            except (RedisConnectionError, RedisTimeoutError):
+                log.warning("bus_lease_refresh_failed", subscriber=self.group, exc_info=True)
+            await _wait(stop, self.lease_ms / 3000)
+
+    async def refresh(self) -> None:
+        """Heartbeat, renew this consumer's leases, then take or give back its fair share."""
+        started = asyncio.get_running_loop().time()
+        until = started + self.lease_ms / 1000
+        seconds, micros = await self.redis.time()
+        now_ms = seconds * 1000 + micros // 1000
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.members_key, {self.consumer: now_ms})
+            pipe.zremrangebyscore(self.members_key, "-inf", now_ms - self.lease_ms)
+            pipe.pexpire(self.members_key, 2 * self.lease_ms)
+            pipe.zcard(self.members_key)
+            live = int((await pipe.execute())[-1])
+        share = -(-len(self.lease_keys) // max(live, 1))
+        for partition in list(self.valid_until):
+            key = self.lease_keys[partition]
+            if await self.renew_script(keys=[key], args=[self.consumer, self.lease_ms]):
+                self.valid_until[partition] = until
+            else:
+                log.warning("bus_lease_lost", subscriber=self.group, partition=partition)
+                self.forget(partition)
+        by_preference = [p for p in self.preference if p in self.valid_until]
+        self.surplus = set(by_preference[share:])
+        for partition in self.preference:
+            if len(self.valid_until) >= share:
+                break
+            if partition in self.valid_until:
+                continue
+            key = self.lease_keys[partition]
+            if await self.redis.set(key, self.consumer, nx=True, px=self.lease_ms):
+                log.info("bus_lease_acquired", subscriber=self.group, partition=partition)
+                self.valid_until[partition] = until
+                self.taken_over.add(partition)
+
+    async def release(self, partition: int) -> None:
+        await self.release_script(keys=[self.lease_keys[partition]], args=[self.consumer])
+        self.forget(partition)
+
+    async def release_all(self) -> None:
+        for partition in list(self.valid_until):
+            await self.release(partition)
+        await self.redis.zrem(self.members_key, self.consumer)
+
+    def forget(self, partition: int) -> None:
+        self.valid_until.pop(partition, None)
+        self.taken_over.discard(partition)
+        self.surplus.discard(partition)
+
+
+def _decode(fields: dict[bytes, bytes]) -> Envelope:
+    envelope = Envelope.decode(fields[MESSAGE_FIELD])
+    if not isinstance(envelope.body, dict) or not all(
+        isinstance(v, str) for v in (envelope.id, envelope.topic, envelope.key)
+    ):
+        raise TypeError("envelope fields have the wrong types")
+    return envelope
+
+
+def _stream_batches(response: Any) -> list[tuple[str, list[Entry]]]:
+    """Return XREADGROUP's reply as (stream, entries) pairs, whichever reply shape redis-py used."""
+    if not response:
+        return []
+    pairs = response.items() if isinstance(response, dict) else response
+    return [(_text(stream), entries) for stream, entries in pairs]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep up to `seconds`, waking early when `stop` is set."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass

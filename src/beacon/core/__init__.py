@@ -1,0 +1,1 @@
+"""Infrastructure shared by every domain: ids, time, JSON, database, logging, errors."""

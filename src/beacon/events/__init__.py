@@ -1,0 +1,1 @@
+"""Events: the stored history, event types with their schemas, and queries over them."""

@@ -1,0 +1,1 @@
+"""Identity: profiles (one per person) and the sessions that link visits to them."""

@@ -1,0 +1,162 @@
+"""Just enough HTTP for the ingest edge, straight on ASGI: read a bounded body, answer JSON.
+
+The ingest endpoints are the hot path, so they skip Starlette's request and response objects:
+headers are decoded once into a dict, the body is read with its size bound, and the answer is
+two ASGI messages.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.types import Receive, Scope, Send
+
+from beacon.core import jsonio
+from beacon.core.errors import ClientError, Problem
+
+SUPPORTED_ENCODINGS = {"", "identity", "gzip", "x-gzip"}
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    receive: Receive
+
+    @classmethod
+    def from_scope(cls, scope: Scope, receive: Receive) -> HttpRequest:
+        raw_query: bytes = scope.get("query_string", b"")
+        return cls(
+            method=scope["method"],
+            path=scope["path"],
+            query=dict(parse_qsl(raw_query.decode("latin-1"))) if raw_query else {},
+            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+            receive=receive,
+        )
+
+    def flag(self, name: str) -> bool:
+        """Return whether query parameter `name` is set to a true value."""
+        return self.query.get(name, "").lower() in ("true", "1", "yes")
+
+
+def _too_large(limit: int, what: str) -> ClientError:
+    return ClientError(413, "payload_too_large", f"{what} exceeds the limit of {limit} bytes")
+
+
+async def read_body(request: HttpRequest, *, limit: int) -> bytes:
+    """Return the request body, gunzipped if sent so; 413 past `limit` bytes either way."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit, "request body")
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in SUPPORTED_ENCODINGS:
+        raise ClientError(
+            415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientError(400, "client_disconnected", "the client went away mid-request")
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit, "request body")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if encoding in ("gzip", "x-gzip"):
+        return gunzip(body, limit=limit)
+    return body
+
+
+def gunzip(data: bytes, *, limit: int) -> bytes:
+    """Decompress gzip `data`, refusing (413) output larger than `limit` (gzip bombs)."""
+    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = decompressor.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise ClientError(400, "invalid_gzip", f"body is not valid gzip: {exc}") from exc
+    if len(out) > limit or decompressor.unconsumed_tail:
+        raise _too_large(limit, "decompressed request body")
+    if not decompressor.eof:
+        raise ClientError(400, "invalid_gzip", "gzip body is truncated")
+    return out
+
+
+def decode_json(body: bytes) -> Any:
+    """Decode a JSON body; 400 naming the position of the first syntax error."""
+    if not body.strip():
+        raise ClientError(400, "invalid_json", "request body is empty; a JSON object is expected")
+    try:
+        return jsonio.loads(body)
+    except jsonio.JSONDecodeError as exc:
+        raise ClientError(
+            400,
+            "invalid_json",
+            "request body is not valid JSON",
+            [Problem(loc=("body",), msg=str(exc), type="json_invalid")],
+        ) from exc
+
+
+def refuse_nul(body: bytes, value: Any) -> None:
+    """Refuse (422) text holding the NUL character, which PostgreSQL cannot store."""
+    if b"\\u0000" not in body:
+        return
+    problems = [
+        Problem(
+            loc=loc, msg="text may not contain the NUL character (\\u0000)", type="nul_character"
+        )
+        for loc in _nul_locations(value, ())
+    ]
+    if problems:
+        raise ClientError(422, "nul_character", "the payload contains NUL characters", problems)
+
+
+def _nul_locations(value: Any, loc: tuple[str | int, ...]) -> list[tuple[str | int, ...]]:
+    if isinstance(value, str):
+        return [loc] if "\x00" in value else []
+    found: list[tuple[str | int, ...]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            printable = key.replace("\x00", "\\u0000")
+            if "\x00" in key:
+                found.append((*loc, printable))
+            found += _nul_locations(item, (*loc, printable))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _nul_locations(item, (*loc, index))
+    return found
+
+
+async def send_json(
+    send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer with `body` as JSON."""
+    content = jsonio.dumps(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *JSON_HEADERS,
+                (b"content-length", str(len(content)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": content})
+
+
+async def send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    """Answer with no body (204 and the like)."""
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,70 @@
+"""Step 3b of the ingest transaction: requests that identify a person (`identify` events).
+
+Runs after each request got its profile (plan.py) and before its events are placed, so a
+request whose anonymous profile merges into a known one stores its events on the survivor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from beacon.core.ids import new_id
+from beacon.core.sql import Sql
+from beacon.identity.actions import ConflictPolicy, claim, identify
+from beacon.ingest.commands import NewEvent, TrackCommand
+from beacon.ingest.plan import IdentityPlan
+
+PROFILE_MERGED = "profile.merged"
+
+
+@dataclass(frozen=True, slots=True)
+class Merge:
+    loser: str
+    survivor: str
+
+
+async def apply_identifies(
+    sql: Sql,
+    commands: Sequence[TrackCommand],
+    identities: IdentityPlan,
+    *,
+    now: datetime,
+    policy: ConflictPolicy,
+) -> list[Merge]:
+    """Resolve every identifying request; re-point the batch's requests; return the merges."""
+    merges: list[Merge] = []
+    for index, command in enumerate(commands):
+        current = identities.profile_ids[index]
+        if command.identify is None or current is None:
+            continue
+        outcome = await identify(
+            sql, profile_id=current, person=command.identify, now=now, policy=policy
+        )
+        gone = set(outcome.merged)
+        for other, profile_id in enumerate(identities.profile_ids):
+            if profile_id in gone or (other == index and profile_id != outcome.profile_id):
+                identities.profile_ids[other] = outcome.profile_id
+        for loser in outcome.merged:
+            merges.append(Merge(loser=loser, survivor=outcome.profile_id))
+            command.events.append(merged_event(loser, outcome.profile_id, now))
+    return merges
+
+
+async def claim_profiles(sql: Sql, commands: Sequence[TrackCommand]) -> None:
+    """Point requests that name a person but no profile (server-side APIs) at their profile."""
+    for command in commands:
+        if command.identify is not None and command.profile_id is None and command.resolve_profile:
+            command.profile_id = await claim(sql, command.identify)
+
+
+def merged_event(loser: str, survivor: str, now: datetime) -> NewEvent:
+    """The system event recording that `loser` now is `survivor`."""
+    return NewEvent(
+        id=new_id(),
+        type=PROFILE_MERGED,
+        occurred_at=now,
+        properties={"profile_id": survivor, "merged_profile_id": loser},
+        context={"system": True},
+    )

@@ -1,0 +1,209 @@
+"""The steps every wire format shares, in order: authenticate, bound, validate, commit.
+
+Each wire adapter (Tracardi today) turns its payload into `TrackCommand`s through these steps.
+A rejected request raises `ClientError`; `reject` keeps what can be attributed to a source in
+the dead-letter table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from beacon.core import jsonio
+from beacon.core.clock import Clock, to_utc
+from beacon.core.errors import ClientError, Problem
+from beacon.core.ids import new_id
+from beacon.core.metrics import Metrics
+from beacon.events.event_types import EventTypeCatalog
+from beacon.ingest.commands import (
+    DeadLetterCommand,
+    NewEvent,
+    TrackCommand,
+    TrackOutcome,
+    WriteCommand,
+)
+from beacon.ingest.commit import GroupCommitter
+from beacon.settings import Settings
+from beacon.sources.service import SourceCatalog, SourceInfo
+
+MAX_FUTURE_SKEW = timedelta(days=1)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+DEAD_LETTER_PAYLOAD_MAX = 64 * 1024
+
+
+@dataclass(slots=True)
+class IngestEdge:
+    """What the ingest routes need, built once by the app factory."""
+
+    settings: Settings
+    clock: Clock
+    sources: SourceCatalog
+    event_types: EventTypeCatalog
+    committer: GroupCommitter[WriteCommand]
+    metrics: Metrics
+    sessions: async_sessionmaker[AsyncSession]
+
+
+@dataclass(slots=True)
+class RawEvent:
+    """One event as a wire adapter read it, before validation."""
+
+    type: str
+    properties: dict[str, Any]
+    context: dict[str, Any]
+    external_id: str | None = None
+    time: datetime | None = None
+
+
+async def authenticate(edge: IngestEdge, source_id: Any) -> SourceInfo:
+    """Return the enabled source named `source_id`; 401 otherwise."""
+    source = await edge.sources.get(source_id) if isinstance(source_id, str) else None
+    if source is None or not source.enabled:
+        raise ClientError(
+            401,
+            "unknown_source",
+            "source.id must name an enabled source",
+            [Problem(loc=("source", "id"), msg="unknown or disabled source", type="unauthorized")],
+        )
+    return source
+
+
+def shape_problems(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> ClientError:
+    """Turn a pydantic error into a 422 naming every bad field."""
+    problems = [
+        Problem(loc=(*prefix, *error["loc"]), msg=error["msg"], type=error["type"])
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+    return ClientError(
+        422, "invalid_payload", "the payload does not have the expected shape", problems
+    )
+
+
+def check_count(edge: IngestEdge, count: int) -> None:
+    limit = edge.settings.max_events_per_request
+    if count > limit:
+        raise ClientError(
+            413, "too_many_events", f"a request may carry at most {limit} events, got {count}"
+        )
+
+
+async def validate_events(
+    edge: IngestEdge, events: list[RawEvent], *, received_at: datetime
+) -> list[NewEvent]:
+    """Check size, time and schema of every event; 413/422 naming each failing event."""
+    types = await edge.event_types.current()
+    limit = edge.settings.max_event_bytes
+    problems: list[Problem] = []
+    too_large: list[int] = []
+    accepted: list[NewEvent] = []
+    for index, raw in enumerate(events):
+        size = len(jsonio.dumps(raw.properties)) + len(jsonio.dumps(raw.context))
+        if size > limit:
+            too_large.append(index)
+            continue
+        occurred_at = received_at if raw.time is None else event_time(raw.time)
+        if occurred_at is None or not EARLIEST <= occurred_at <= received_at + MAX_FUTURE_SKEW:
+            problems.append(
+                Problem(
+                    ("events", index, "time"),
+                    "event time must lie between 1970 and one day from now",
+                    "time_out_of_range",
+                )
+            )
+            continue
+        errors: list[dict[str, Any]] | None = None
+        event_type = types.get(raw.type)
+        if event_type is None and edge.settings.require_registered_event_types:
+            problems.append(
+                Problem(
+                    ("events", index, "type"),
+                    f"event type {raw.type!r} is not registered",
+                    "unregistered_type",
+                )
+            )
+            continue
+        if event_type is not None:
+            errors = event_type.check(raw.properties) or None
+            if errors and event_type.mode == "enforce":
+                problems.extend(
+                    Problem(("events", index, *e["loc"]), e["message"], "schema_violation")
+                    for e in errors
+                )
+                continue
+        accepted.append(
+            NewEvent(
+                id=new_id(),
+                type=raw.type,
+                occurred_at=occurred_at,
+                properties=raw.properties,
+                context=raw.context,
+                external_id=raw.external_id,
+                valid=errors is None,
+                errors=errors,
+            )
+        )
+    if too_large:
+        raise ClientError(
+            413,
+            "event_too_large",
+            f"events larger than {limit} bytes: {too_large}",
+            [
+                Problem(("events", i), f"event exceeds {limit} bytes", "too_large")
+                for i in too_large
+            ],
+        )
+    if problems:
+        raise ClientError(422, "invalid_events", "some events failed validation", problems)
+    return accepted
+
+
+def event_time(value: datetime) -> datetime | None:
+    """Return a client-given time in UTC (naive means UTC), or None if it cannot be one."""
+    try:
+        return to_utc(value)
+    except OverflowError:
+        return None
+
+
+async def commit(edge: IngestEdge, command: TrackCommand, *, endpoint: str) -> TrackOutcome:
+    """Commit one request's events; return once they are durable."""
+    outcome: TrackOutcome = await edge.committer.submit(command)
+    edge.metrics.accepted(endpoint).inc(len(outcome.published_event_ids))
+    return outcome
+
+
+async def reject(
+    edge: IngestEdge,
+    error: ClientError,
+    *,
+    endpoint: str,
+    source_id: str | None,
+    payload: bytes,
+    events: int = 1,
+) -> None:
+    """Count the rejected events and keep the payload as a dead letter if a known source sent it."""
+    edge.metrics.events_rejected.labels(endpoint, error.code).inc(max(events, 1))
+    if source_id is None or await edge.sources.get(source_id) is None:
+        return
+    # Kept as text: undecodable bytes and NUL (which PostgreSQL refuses) become U+FFFD.
+    text = (
+        payload[:DEAD_LETTER_PAYLOAD_MAX]
+        .decode("utf-8", errors="replace")
+        .replace("\x00", "\ufffd")
+    )
+    await edge.committer.submit(
+        DeadLetterCommand(
+            id=new_id(),
+            source_id=source_id,
+            endpoint=endpoint,
+            reason=error.code,
+            errors=[p.as_json() for p in error.problems] or [{"msg": error.message}],
+            payload=text,
+            received_at=edge.clock.now(),
+        )
+    )

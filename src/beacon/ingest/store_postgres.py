@@ -1,0 +1,218 @@
+"""The scale-out ingest store: PostgreSQL through an asyncpg pool.
+
+Several server processes commit concurrently, so every insert that could race is an
+`ON CONFLICT DO NOTHING` and client-id deduplication trusts only the keys this transaction
+inserted. Monthly `events` partitions are created before the transaction that needs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from beacon.bus.messages import OutboxBatch
+from beacon.core.clock import Clock
+from beacon.core.db import plain_postgres_dsn
+from beacon.core.jsonio import dumps_text
+from beacon.core.sql import numbered
+from beacon.events.partitions import create_partition_sql, month_start
+from beacon.identity.actions import ConflictPolicy
+from beacon.ingest.commands import DeadLetterCommand
+from beacon.ingest.plan import EventRow, NewSession
+from beacon.ingest.store import IngestStore, StoreTransaction
+
+# One statement, one round trip: the outbox row rides along in a data-modifying CTE.
+INSERT_EVENTS = """
+WITH outbox_row AS (
+    INSERT INTO outbox (id, envelopes, created_at)
+    SELECT $14::varchar, $15::text, $16::timestamptz WHERE $14::varchar IS NOT NULL
+)
+INSERT INTO events (id, occurred_at, received_at, type, source_id, profile_id, session_id,
+                    external_id, properties, context, valid, errors, imported)
+SELECT * FROM unnest($1::varchar[], $2::timestamptz[], $3::timestamptz[], $4::varchar[],
+                     $5::varchar[], $6::varchar[], $7::varchar[], $8::varchar[], $9::jsonb[],
+                     $10::jsonb[], $11::boolean[], $12::jsonb[], $13::boolean[])
+"""
+
+
+class PostgresSql:
+    """`core.sql.Sql` on an asyncpg connection: `?` placeholders become `$n`."""
+
+    dialect = "postgresql"
+
+    def __init__(self, conn: asyncpg.Connection | PoolConnectionProxy) -> None:
+        self.conn = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in await self.conn.fetch(numbered(sql), *args)]
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self.conn.execute(numbered(sql), *args)
+
+
+class PostgresTransaction(StoreTransaction):
+    def __init__(self, conn: asyncpg.Connection | PoolConnectionProxy) -> None:
+        self.conn = conn
+        self.sql = PostgresSql(conn)
+
+    async def insert_profiles(self, rows: list[tuple[str, datetime]]) -> None:
+        if rows:
+            await self.conn.execute(
+                "INSERT INTO profiles (id, created_at, updated_at, traits)"
+                " SELECT id, at, at, '{}'::jsonb"
+                " FROM unnest($1::varchar[], $2::timestamptz[]) AS t(id, at)",
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+            )
+
+    async def insert_sessions(self, rows: list[NewSession]) -> None:
+        if rows:
+            await self.conn.execute(
+                "INSERT INTO sessions (id, profile_id, source_id, context, created_at)"
+                " SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[],"
+                " $4::jsonb[], $5::timestamptz[]) ON CONFLICT (id) DO NOTHING",
+                [s.id for s in rows],
+                [s.profile_id for s in rows],
+                [s.source_id for s in rows],
+                [dumps_text(s.context) for s in rows],
+                [s.created_at for s in rows],
+            )
+
+    async def link_sessions(self, links: dict[str, str]) -> None:
+        await self.conn.execute(
+            "UPDATE sessions AS s SET profile_id = t.profile_id"
+            " FROM unnest($1::varchar[], $2::varchar[]) AS t(id, profile_id)"
+            " WHERE s.id = t.id AND s.profile_id IS NULL",
+            list(links),
+            list(links.values()),
+        )
+
+    async def insert_event_keys(self, keys: list[tuple[str, str, str, datetime]]) -> set[str]:
+        rows = await self.conn.fetch(
+            "INSERT INTO event_keys (source_id, external_id, event_id, created_at)"
+            " SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[],"
+            " $4::timestamptz[]) ON CONFLICT DO NOTHING RETURNING event_id",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [k[3] for k in keys],
+        )
+        return {row["event_id"] for row in rows}
+
+    async def insert_events(
+        self, rows: list[EventRow], outbox: OutboxBatch | None, created_at: datetime
+    ) -> None:
+        await self.conn.execute(
+            INSERT_EVENTS,
+            [r.event.id for r in rows],
+            [r.event.occurred_at for r in rows],
+            [r.received_at for r in rows],
+            [r.event.type for r in rows],
+            [r.source_id for r in rows],
+            [r.profile_id for r in rows],
+            [r.session_id for r in rows],
+            [r.event.external_id for r in rows],
+            [dumps_text(r.event.properties) for r in rows],
+            [dumps_text(r.event.context) for r in rows],
+            [r.event.valid for r in rows],
+            [None if r.event.errors is None else dumps_text(r.event.errors) for r in rows],
+            [r.event.imported for r in rows],
+            None if outbox is None else outbox.id,
+            None if outbox is None else outbox.encode().decode(),
+            created_at,
+        )
+
+    async def insert_dead_letters(self, rows: list[DeadLetterCommand]) -> None:
+        await self.conn.executemany(
+            "INSERT INTO dead_letters (id, source_id, endpoint, reason, errors, payload,"
+            " received_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)",
+            [
+                (
+                    d.id,
+                    d.source_id,
+                    d.endpoint,
+                    d.reason,
+                    dumps_text(d.errors),
+                    d.payload,
+                    d.received_at,
+                )
+                for d in rows
+            ],
+        )
+
+    async def delete_outbox(self, ids: list[str]) -> None:
+        await self.conn.execute("DELETE FROM outbox WHERE id = ANY($1::varchar[])", ids)
+
+    async def touch_profiles(self, last_seen: dict[str, datetime], now: datetime) -> None:
+        await self.conn.execute(
+            "UPDATE profiles AS p SET last_seen_at = t.seen, updated_at = $3"
+            " FROM unnest($1::varchar[], $2::timestamptz[]) AS t(id, seen)"
+            " WHERE p.id = t.id AND (p.last_seen_at IS NULL OR p.last_seen_at < t.seen)",
+            list(last_seen),
+            list(last_seen.values()),
+            now,
+        )
+
+
+class PostgresIngestStore(IngestStore):
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        clock: Clock,
+        pool_size: int = 8,
+        conflict_policy: ConflictPolicy = "switch",
+    ) -> None:
+        super().__init__(clock, conflict_policy=conflict_policy)
+        self.dsn = plain_postgres_dsn(database_url)
+        self.pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._partitions: set[date] = set()
+
+    async def start(self) -> None:
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the PostgreSQL ingest store is not started")
+        return self._pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[StoreTransaction]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield PostgresTransaction(conn)
+
+    async def prepare_events(self, rows: list[EventRow]) -> None:
+        months = {month_start(r.event.occurred_at) for r in rows} - self._partitions
+        if not months:
+            return
+        async with self.pool.acquire() as conn:
+            for first in sorted(months):
+                try:
+                    await conn.execute(create_partition_sql(first))
+                except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
+                    pass  # another process created it a moment ago
+        self._partitions |= months
+
+    async def stale_outbox(self, older_than: datetime, limit: int) -> list[OutboxBatch]:
+        rows = await self.pool.fetch(
+            "SELECT id, envelopes FROM outbox WHERE created_at < $1"
+            " ORDER BY created_at, id LIMIT $2",
+            older_than,
+            limit,
+        )
+        return [OutboxBatch.decode(row["id"], row["envelopes"]) for row in rows]
+
+    async def ping(self) -> None:
+        await self.pool.fetchval("SELECT 1")

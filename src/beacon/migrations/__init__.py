@@ -1,0 +1,1 @@
+"""Alembic migrations; `beacon migrate` runs them on SQLite and PostgreSQL alike."""

@@ -1,0 +1,10 @@
+"""Imports every model module so `Base.metadata` knows every table."""
+
+
+def import_all_models() -> None:
+    """Register every table with the shared metadata."""
+    import beacon.bus.models
+    import beacon.events.models
+    import beacon.identity.models
+    import beacon.ingest.models
+    import beacon.sources.models  # noqa: F401

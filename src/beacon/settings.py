@@ -1,0 +1,70 @@
+"""Beacon's one validated configuration object, read from `BEACON_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_ADMIN_TOKEN = "change-me"  # noqa: S105 - the placeholder production mode refuses
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set; built once by the entry point and passed down."""
+
+    model_config = SettingsConfigDict(env_prefix="BEACON_", env_file=None, extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    database_url: str = Field(
+        default="sqlite:///.beacon/beacon.db",
+        description="sqlite:///PATH (embedded) or postgresql://USER@HOST:PORT/DB (scale-out).",
+    )
+    bus_url: str = Field(
+        default="memory://",
+        description="memory:// (in-process) or redis://HOST:PORT/DB (Redis Streams).",
+    )
+    bus_prefix: str = Field(
+        default="beacon", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Redis key prefix."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8686, ge=1, le=65535)
+    admin_token: str = DEFAULT_ADMIN_TOKEN
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    max_event_bytes: int = Field(default=32 * 1024, ge=256)
+    max_request_bytes: int = Field(default=500 * 1024, ge=1024)
+    max_events_per_request: int = Field(default=1000, ge=1)
+    require_registered_event_types: bool = False
+
+    identity_conflict_policy: Literal["switch", "merge"] = Field(
+        default="switch",
+        description="When a known profile identifies as someone else: switch to that person's"
+        " profile (default) or merge the two known profiles.",
+    )
+    retention_days: int = Field(default=730, ge=1)
+    retention_interval_seconds: float = Field(default=3600.0, gt=0)
+    retention_batch_size: int = Field(default=5000, ge=1, le=10_000)
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    commit_batch_max: int = Field(default=2000, ge=1)
+    bus_partitions: int = Field(default=8, ge=1, le=256)
+    relay_sweep_seconds: float = Field(default=5.0, gt=0)
+    cache_ttl_seconds: float = Field(default=2.0, ge=0)
+    database_pool_size: int = Field(default=8, ge=1)
+
+    @model_validator(mode="after")
+    def _refuse_default_secret_in_production(self) -> Settings:
+        if self.environment == "production" and self.admin_token == DEFAULT_ADMIN_TOKEN:
+            raise ValueError("BEACON_ADMIN_TOKEN must be set to a secret in production")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def sqlite_path(self) -> Path:
+        """Return the SQLite file path named by `database_url`."""
+        return Path(self.database_url.split(":///", 1)[1])

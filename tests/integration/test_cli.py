@@ -1,0 +1,337 @@
+"""The `beacon` command line, run as a user runs it (`python -m beacon ...`) on a temporary
+SQLite database, with its results checked through the HTTP API of an app on the same database.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from beacon.app import create_app
+from beacon.core import jsonio
+from tests.conftest import make_settings
+from tests.integration.conftest import ADMIN, all_events, http_client, track_body
+
+ORDER_SCHEMA = {
+    "type": "object",
+    "properties": {"product": {"type": "string"}},
+    "required": ["product"],
+}
+
+
+@dataclass
+class Result:
+    returncode: int
+    output: str  # stdout and stderr together, as a terminal shows them
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for line in self.output.splitlines() if line.strip()]
+
+
+@dataclass
+class Cli:
+    database_url: str
+    cwd: Path
+
+    def __call__(self, *args: str, **env: str) -> Result:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
+        # Not a terminal, so Rich lays output out for 80 columns, as in a narrow terminal.
+        environment.pop("COLUMNS", None)
+        environment.update(BEACON_DATABASE_URL=self.database_url, **env)
+        done = subprocess.run(
+            [sys.executable, "-m", "beacon", *args],
+            env=environment,
+            cwd=self.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return Result(done.returncode, done.stdout)
+
+    def ok(self, *args: str, **env: str) -> Result:
+        result = self(*args, **env)
+        assert result.returncode == 0, result.output
+        assert "Traceback" not in result.output
+        return result
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(database_url=f"sqlite:///{tmp_path / 'cli.db'}", cwd=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def template_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database `beacon migrate` made once; each test gets a copy."""
+    folder = tmp_path_factory.mktemp("template")
+    Cli(database_url=f"sqlite:///{folder / 'cli.db'}", cwd=folder).ok("migrate")
+    return folder
+
+
+@pytest.fixture
+def migrated(cli: Cli, template_database: Path) -> Cli:
+    for file in template_database.glob("cli.db*"):
+        shutil.copy(file, cli.cwd / file.name)
+    return cli
+
+
+@asynccontextmanager
+async def api(cli: Cli) -> AsyncIterator[httpx.AsyncClient]:
+    """The HTTP API of an app on the CLI's database."""
+    application = create_app(make_settings(cli.database_url))
+    async with application.router.lifespan_context(application):
+        async with http_client(application) as http:
+            yield http
+
+
+def write_json(cli: Cli, name: str, value: Any) -> str:
+    (cli.cwd / name).write_bytes(jsonio.dumps(value))
+    return name
+
+
+# --- migrate ---------------------------------------------------------------------------------
+
+
+async def test_migrate_creates_the_schema_and_can_run_again(cli: Cli) -> None:
+    first = cli.ok("migrate")
+    again = cli.ok("migrate")
+
+    assert "up to date" in first.output
+    assert "up to date" in again.output
+    async with api(cli) as http:
+        ready = await http.get("/readyz")
+        sources = await http.get("/api/sources", headers=ADMIN)
+    assert ready.status_code == 200
+    assert sources.json() == []
+
+
+def test_commands_on_a_database_never_migrated_fail_without_traceback(cli: Cli) -> None:
+    result = cli("sources", "list")
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.output
+    assert result.lines[0].startswith("error:")
+
+
+def test_commands_on_a_database_never_migrated_say_to_migrate_in_one_line(cli: Cli) -> None:
+    result = cli("sources", "list")
+
+    assert len(result.lines) == 1, result.output
+    assert "beacon migrate" in result.output
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+
+async def test_sources_create_and_list(migrated: Cli) -> None:
+    created = migrated.ok("sources", "create", "Web shop", "--id", "web-shop")
+    generated = migrated.ok("sources", "create", "Mobile app", "--consent-required")
+    listed = migrated.ok("sources", "list")
+
+    match = re.search(r"created source web-shop \(write key\s+(\S+)\)", created.output)
+    assert match, created.output
+    write_key = match.group(1)
+    generated_match = re.search(r"created source (\S+) \(write key", generated.output)
+    assert generated_match, generated.output
+    generated_id = generated_match.group(1)
+    assert "web-shop" in listed.output
+    assert "Web shop" in listed.output
+    assert "Mobile app" in listed.output
+
+    async with api(migrated) as http:
+        sources = (await http.get("/api/sources", headers=ADMIN)).json()
+        sent = await http.post("/track", json=track_body("web-shop", [{"type": "x"}]))
+    by_id = {s["id"]: s for s in sources}
+    assert set(by_id) == {"web-shop", generated_id}
+    assert by_id["web-shop"]["name"] == "Web shop"
+    assert by_id["web-shop"]["write_key"] == write_key
+    assert by_id[generated_id]["consent_required"] is True
+    assert sent.status_code == 200, sent.text
+
+
+def test_sources_list_shows_generated_ids_and_write_keys_in_full(migrated: Cli) -> None:
+    created = migrated.ok("sources", "create", "Mobile app")
+    match = re.search(r"created source (\S+) \(write key\s+(\S+)\)", created.output)
+    assert match, created.output
+
+    listed = migrated.ok("sources", "list")
+
+    assert match.group(1) in listed.output
+    assert match.group(2) in listed.output
+
+
+def test_sources_create_refuses_a_duplicate_id(migrated: Cli) -> None:
+    migrated.ok("sources", "create", "Web shop", "--id", "web-shop")
+
+    result = migrated("sources", "create", "Impostor", "--id", "web-shop")
+
+    assert result.returncode == 1
+    assert result.lines == ["error: source 'web-shop' already exists"]
+    assert "Impostor" not in migrated.ok("sources", "list").output
+
+
+# --- demo ------------------------------------------------------------------------------------
+
+
+async def test_demo_prints_a_curl_command_that_stores_an_event(migrated: Cli) -> None:
+    first = migrated.ok("demo", BEACON_PORT="9123")
+    again = migrated.ok("demo", BEACON_PORT="9123")
+
+    [curl] = [line for line in first.output.splitlines() if line.startswith("curl ")]
+    assert curl in again.output.splitlines()  # the demo source is reused, not duplicated
+    words = shlex.split(curl)
+    assert "http://127.0.0.1:9123/track" in words
+    body = jsonio.loads(words[words.index("-d") + 1])
+    assert words[words.index("-H") + 1] == "Content-Type: application/json"
+
+    async with api(migrated) as http:
+        sources = (await http.get("/api/sources", headers=ADMIN)).json()
+        sent = await http.post("/track", content=jsonio.dumps(body))
+        stored = await all_events(http, source_id=body["source"]["id"])
+    assert [s["id"] for s in sources] == [body["source"]["id"]]
+    assert sent.status_code == 200, sent.text
+    assert [e["type"] for e in stored] == [e["type"] for e in body["events"]]
+
+
+# --- event-types apply -----------------------------------------------------------------------
+
+
+async def test_event_types_apply_creates_and_replaces_types(migrated: Cli) -> None:
+    first = write_json(
+        migrated,
+        "types.json",
+        {
+            "purchase-order": {"schema": ORDER_SCHEMA, "mode": "enforce", "description": "Order"},
+            "page-view": {},
+        },
+    )
+    applied = migrated.ok("event-types", "apply", first)
+    second = write_json(migrated, "more.json", {"page-view": {"mode": "enforce"}})
+    migrated.ok("event-types", "apply", second)
+
+    assert "purchase-order" in applied.output
+    assert "page-view" in applied.output
+    async with api(migrated) as http:
+        types = (await http.get("/api/event-types", headers=ADMIN)).json()
+        await http.post("/api/sources", json={"id": "web", "name": "W"}, headers=ADMIN)
+        refused = await http.post(
+            "/track", json=track_body("web", [{"type": "purchase-order", "properties": {}}])
+        )
+    by_name = {t["name"]: t for t in types}
+    assert set(by_name) == {"purchase-order", "page-view"}
+    assert by_name["purchase-order"]["schema"] == ORDER_SCHEMA
+    assert by_name["purchase-order"]["mode"] == "enforce"
+    assert by_name["purchase-order"]["description"] == "Order"
+    assert by_name["page-view"]["mode"] == "enforce"
+    assert refused.status_code == 422
+
+
+async def test_event_types_apply_is_all_or_nothing(migrated: Cli) -> None:
+    name = write_json(
+        migrated,
+        "types.json",
+        {"good": {"schema": ORDER_SCHEMA}, "bad": {"schema": {"type": "nonsense"}}},
+    )
+
+    result = migrated("event-types", "apply", name)
+
+    assert result.returncode == 1
+    async with api(migrated) as http:
+        types = (await http.get("/api/event-types", headers=ADMIN)).json()
+    assert types == []
+
+
+# --- errors: exit code 1, one line, no traceback -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorCase:
+    args: tuple[str, ...]
+    mentions: str
+    file: Any = None
+    env: tuple[tuple[str, str], ...] = ()
+
+
+ERROR_CASES = {
+    "invalid schema": ErrorCase(
+        ("event-types", "apply", "types.json"), "nonsense", {"t": {"schema": {"type": "nonsense"}}}
+    ),
+    "invalid mode": ErrorCase(
+        ("event-types", "apply", "types.json"), "mode", {"t": {"mode": "sometimes"}}
+    ),
+    "not an object": ErrorCase(("event-types", "apply", "types.json"), "object", [1]),
+    "not json": ErrorCase(("event-types", "apply", "types.json"), "JSON", b"nope"),
+    "missing file": ErrorCase(("event-types", "apply", "missing.json"), "missing.json"),
+    "invalid port": ErrorCase(("migrate",), "port", env=(("BEACON_PORT", "notanumber"),)),
+    "default secret in production": ErrorCase(
+        ("migrate",), "BEACON_ADMIN_TOKEN", env=(("BEACON_ENVIRONMENT", "production"),)
+    ),
+    "invalid source id": ErrorCase(("sources", "create", "Shop", "--id", "bad id!"), "pattern"),
+}
+
+
+RunErrorCase = Callable[[str], Result]
+
+
+@pytest.fixture(scope="module")
+def run_error_case(tmp_path_factory: pytest.TempPathFactory) -> RunErrorCase:
+    """Run each error case once (in its own folder) for the tests that look at its output."""
+
+    @functools.cache
+    def run(name: str) -> Result:
+        case = ERROR_CASES[name]
+        folder = tmp_path_factory.mktemp("error")
+        cli = Cli(database_url=f"sqlite:///{folder / 'cli.db'}", cwd=folder)
+        if isinstance(case.file, bytes):
+            (folder / "types.json").write_bytes(case.file)
+        elif case.file is not None:
+            write_json(cli, "types.json", case.file)
+        return cli(*case.args, **dict(case.env))
+
+    return run
+
+
+@pytest.mark.parametrize("name", list(ERROR_CASES))
+def test_errors_exit_1_with_a_message_and_no_traceback(
+    run_error_case: RunErrorCase, name: str
+) -> None:
+    case = ERROR_CASES[name]
+
+    result = run_error_case(name)
+
+    assert result.returncode == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.lines[0].startswith("error: ")
+    assert case.mentions in result.output
+
+
+@pytest.mark.parametrize("name", list(ERROR_CASES))
+def test_errors_fit_on_one_line(run_error_case: RunErrorCase, name: str) -> None:
+    result = run_error_case(name)
+
+    assert len(result.lines) == 1, result.output
+
+
+def test_apply_error_names_the_event_type_at_fault(migrated: Cli) -> None:
+    name = write_json(migrated, "types.json", {"fine": {}, "broken": {"mode": "sometimes"}})
+
+    result = migrated("event-types", "apply", name)
+
+    assert result.returncode == 1
+    assert "broken" in result.output
