@@ -1,0 +1,606 @@
+"""The web tracker in headless Chromium against a real `python -m beacon serve` process.
+
+Test pages come from a second local HTTP server on another port, so every request from the
+tracker to Beacon is cross-origin and the browser enforces CORS for real. The source the pages
+post to allows only that server's origin. Chromium is Debian's (`/usr/bin/chromium`), driven by
+Playwright; a browser is never downloaded. Tests wait by polling the admin API, with deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"{CHROMIUM} is missing: `apt-get install chromium` (CI's .ci/run does)",
+    ),
+]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+ADMIN_TOKEN = "e2e-admin-token"
+SOURCE_ID = "shop"
+TITLE = "Chaussures été | Shop"
+DEADLINE_S = 30.0
+POLL_S = 0.1
+TRACKER_JS = files("beacon.tracker").joinpath("tracker.js").read_bytes()
+# The snippet of the README: calls made before tracker.js has loaded wait in a queue.
+SNIPPET = (
+    "window.beacon=window.beacon||[];"
+    '["init","track","identify","page","flush","reset"].forEach(function(m){'
+    "beacon[m]=beacon[m]||function(){beacon.push([m].concat([].slice.call(arguments)))}});"
+)
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def until(check: Callable[[], Awaitable[T]], what: str, timeout: float = DEADLINE_S) -> T:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(POLL_S)
+
+
+async def until_true(predicate: Callable[[], bool], what: str) -> None:
+    """Wait until `predicate()` holds (it reads what browser callbacks recorded)."""
+
+    async def check() -> bool:
+        return predicate()
+
+    await until(check, what)
+
+
+# --- Beacon, as an operator runs it ------------------------------------------------------------
+
+
+@dataclass
+class BeaconServer:
+    env: dict[str, str]
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "beacon", *args],
+            env=self.env,
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S * 2,
+        )
+        assert result.returncode == 0, f"beacon {' '.join(args)}: {result.stdout}{result.stderr}"
+        return result.stdout
+
+    async def start(self) -> None:
+        """Start `beacon serve` and wait until /readyz answers 200."""
+        log_path = self.workdir / f"server-{self.starts}.log"
+        self.starts += 1
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "beacon", "serve", "--port", str(self.port)],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        process = self.process
+        async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as http:
+
+            async def ready() -> bool:
+                code = process.poll()
+                assert code is None, f"server exited ({code}): {log_path.read_text()}"
+                with contextlib.suppress(httpx.TransportError):
+                    return (await http.get("/readyz")).status_code == 200
+                return False
+
+            await until(ready, "the server to be ready")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(DEADLINE_S)
+        self.process = None
+
+    async def events(self) -> list[dict[str, Any]]:
+        """Every event the source has stored, through the admin API."""
+        async with httpx.AsyncClient(base_url=self.url, timeout=5.0) as http:
+            response = await http.get(
+                "/api/events",
+                params={"source_id": SOURCE_ID, "limit": 1000},
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            )
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert page["next_cursor"] is None
+        items: list[dict[str, Any]] = page["items"]
+        return items
+
+    async def wait_for_events(self, *external_ids: str) -> list[dict[str, Any]]:
+        """Wait until events with these client ids are stored; return every stored event."""
+
+        async def stored() -> list[dict[str, Any]]:
+            events = await self.events()
+            return events if set(external_ids) <= {e["external_id"] for e in events} else []
+
+        return await until(stored, f"events {external_ids}")
+
+
+# --- the website: a second origin ---------------------------------------------------------------
+
+
+@dataclass
+class Site:
+    """Static pages on their own port; `pages` maps a path to its HTML."""
+
+    port: int
+    pages: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.origin + path
+
+
+@contextlib.contextmanager
+def serve_site() -> Iterator[Site]:
+    site = Site(port=0)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/tracker.js":  # the same file Beacon serves, for pages that need it
+                body, content_type = TRACKER_JS, "text/javascript"
+            elif path in site.pages:
+                body, content_type = site.pages[path].encode(), "text/html; charset=utf-8"
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    site.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield site
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(DEADLINE_S)
+
+
+def shop_page(tracker_src: str, *, calls: str = "", **attributes: str) -> str:
+    """A page loading the tracker asynchronously after the snippet, with `calls` queued."""
+    data = " ".join(
+        f'data-{name.replace("_", "-")}="{value}"' for name, value in attributes.items()
+    )
+    return (
+        f"<!doctype html><html><head><title>{TITLE}</title>"
+        f"<script>{SNIPPET}{calls}</script>"
+        f'<script src="{tracker_src}" data-source="{SOURCE_ID}" {data} async></script>'
+        "</head><body><h1>Shoes</h1></body></html>"
+    )
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    with serve_site() as served:
+        yield served
+
+
+@pytest.fixture
+async def beacon(site: Site, tmp_path: Path) -> AsyncIterator[BeaconServer]:
+    """A running Beacon on SQLite whose source `shop` takes browser events from `site` only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
+    env.update(
+        BEACON_DATABASE_URL=f"sqlite:///{tmp_path / 'beacon.db'}",
+        BEACON_ADMIN_TOKEN=ADMIN_TOKEN,
+        BEACON_LOG_LEVEL="warning",
+    )
+    server = BeaconServer(env=env, workdir=tmp_path)
+    try:
+        server.cli("migrate")
+        server.cli("sources", "create", "Shop", "--id", SOURCE_ID, "--origin", site.origin)
+        await server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=DEADLINE_S * 1000
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    """A fresh browser profile (its own localStorage): one device."""
+    fresh = await browser.new_context()
+    fresh.set_default_timeout(DEADLINE_S * 1000)
+    try:
+        yield fresh
+    finally:
+        await fresh.close()
+
+
+async def open_page(context: BrowserContext, url: str) -> Page:
+    page = await context.new_page()
+    await page.goto(url)
+    await loaded(page)
+    return page
+
+
+async def loaded(page: Page) -> None:
+    await page.wait_for_function("() => window.beacon && window.beacon.version")
+
+
+async def stored_value(page: Page, name: str) -> Any:
+    """What the tracker keeps in localStorage under `beacon.{name}`, decoded."""
+    raw = await page.evaluate("(name) => localStorage.getItem('beacon.' + name)", name)
+    return None if raw is None else json.loads(raw)
+
+
+async def queue_ids(page: Page) -> list[str]:
+    return [item["e"]["id"] for item in (await stored_value(page, "queue") or [])]
+
+
+async def queue_is_empty(page: Page) -> bool:
+    return await queue_ids(page) == []
+
+
+def by_type(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        found.setdefault(event["type"], []).append(event)
+    return found
+
+
+def tracked_id(page: Page, script: str) -> Awaitable[str]:
+    """Run `script` (which calls the tracker once) and return the id of the event it queued."""
+    return page.evaluate(
+        f"""() => {{
+            {script};
+            const queue = JSON.parse(localStorage.getItem('beacon.queue'));
+            return queue[queue.length - 1].e.id;
+        }}"""
+    )
+
+
+# --- the tests -----------------------------------------------------------------------------------
+
+
+async def test_page_events_reach_one_profile_and_session_with_the_page_context(
+    beacon: BeaconServer, site: Site, context: BrowserContext
+) -> None:
+    site.pages["/shoes"] = shop_page(
+        f"{beacon.url}/tracker.js",
+        calls='beacon.track("queued-before-load", {n: 0});',
+        flush_interval="200",
+    )
+    page = await open_page(context, site.url("/shoes"))
+    await page.evaluate(
+        """() => {
+            beacon.page({section: "shoes"});
+            beacon.track("add-to-cart", {sku: "A-1", price: 59.9, tags: ["red"]});
+            beacon.track("add-to-cart", {sku: "B-2", price: 19.9});
+        }"""
+    )
+
+    async def four_stored() -> list[dict[str, Any]]:
+        events = await beacon.events()
+        return events if len(events) >= 4 else []
+
+    events = await until(four_stored, "4 events")
+    await until(lambda: queue_is_empty(page), "the tracker to read every answer")
+    profile_id = await stored_value(page, "profile")
+
+    assert len(events) == 4
+    types = by_type(events)
+    assert sorted(types) == ["add-to-cart", "page-view", "queued-before-load"]
+    assert {e["profile_id"] for e in events} == {profile_id}
+    assert {e["session_id"] for e in events} == {(await stored_value(page, "session"))["id"]}
+    assert sorted(e["properties"]["sku"] for e in types["add-to-cart"]) == ["A-1", "B-2"]
+    assert types["queued-before-load"][0]["properties"] == {"n": 0}
+    [page_view] = types["page-view"]
+    assert page_view["properties"] == {
+        "url": site.url("/shoes"),
+        "path": "/shoes",
+        "title": TITLE,
+        "referrer": "",
+        "section": "shoes",
+    }
+    # Every event has the client id the tracker gave it, and the page's context.
+    assert len({uuid.UUID(e["external_id"]) for e in events}) == 4
+    for event in events:
+        context_ = event["context"]
+        assert context_["page"] == {
+            "url": site.url("/shoes"),
+            "path": "/shoes",
+            "title": TITLE,
+            "referrer": "",
+        }
+        assert "HeadlessChrome" in context_["browser"]["user_agent"]
+        assert context_["browser"]["language"]
+        assert context_["browser"]["timezone"]
+        assert context_["screen"]["width"] > 0
+        assert context_["screen"]["height"] > 0
+
+
+async def test_profile_persists_across_reload_and_the_session_rolls_over_after_30_minutes(
+    beacon: BeaconServer, site: Site, context: BrowserContext
+) -> None:
+    site.pages["/"] = shop_page(f"{beacon.url}/tracker.js", flush_interval="100")
+    page = await open_page(context, site.url("/"))
+    first = await tracked_id(page, "beacon.track('visit', {n: 1})")
+    await beacon.wait_for_events(first)
+    await until(lambda: stored_value(page, "profile"), "the profile id from the response")
+
+    await page.reload()
+    await loaded(page)
+    second = await tracked_id(page, "beacon.track('visit', {n: 2})")
+    await beacon.wait_for_events(second)
+
+    # 31 minutes without events: the next event opens a new session of the same profile.
+    await page.evaluate(
+        """() => {
+            const s = JSON.parse(localStorage.getItem('beacon.session'));
+            s.at = Date.now() - 31 * 60 * 1000;
+            localStorage.setItem('beacon.session', JSON.stringify(s));
+        }"""
+    )
+    third = await tracked_id(page, "beacon.track('visit', {n: 3})")
+    events = {e["external_id"]: e for e in await beacon.wait_for_events(third)}
+
+    assert events[first]["profile_id"] is not None
+    assert events[first]["profile_id"] == events[second]["profile_id"]
+    assert events[second]["profile_id"] == events[third]["profile_id"]
+    assert events[first]["session_id"] == events[second]["session_id"]
+    assert events[third]["session_id"] != events[second]["session_id"]
+
+
+async def test_events_queued_while_the_server_is_down_are_delivered_once_it_is_back(
+    beacon: BeaconServer, site: Site, context: BrowserContext
+) -> None:
+    # The page loads the tracker from its own server, so it still loads while Beacon is down.
+    site.pages["/"] = shop_page("/tracker.js", host=beacon.url, flush_interval="100")
+    page = await open_page(context, site.url("/"))
+    failed: list[str] = []
+    page.on("requestfailed", lambda request: failed.append(request.url))
+    before = await tracked_id(page, "beacon.track('before', {})")
+    await beacon.wait_for_events(before)
+
+    beacon.stop()
+    down = [await tracked_id(page, f"beacon.track('while-down', {{n: {n}}})") for n in (1, 2)]
+    await until_true(lambda: bool(failed), "a failed attempt to send")
+    # The queue survives a reload, and the tracker on the new page sends it too.
+    await page.reload()
+    await loaded(page)
+    failed.clear()
+    down.append(await tracked_id(page, "beacon.track('while-down', {n: 3})"))
+    await until_true(lambda: bool(failed), "a failed attempt after the reload")
+    left_over = await stored_value(page, "queue")
+    assert [item["e"]["id"] for item in left_over] == down
+
+    await beacon.start()
+    await beacon.wait_for_events(*down)
+    await until(lambda: queue_is_empty(page), "the tracker to empty its queue")
+
+    # A retry of the same batch (say the answer was lost) is stored once: the event ids.
+    await page.evaluate(
+        "(queue) => { localStorage.setItem('beacon.queue', JSON.stringify(queue)); }", left_over
+    )
+    await page.evaluate("() => beacon.flush()")
+    await until(lambda: queue_is_empty(page), "the retried batch to be acknowledged")
+
+    events = await beacon.events()
+    copies = Counter(e["external_id"] for e in events)
+    assert copies == Counter([before, *down])
+    assert len({e["profile_id"] for e in events}) == 1
+
+
+async def test_offline_browser_keeps_events_until_it_is_back_online(
+    beacon: BeaconServer, site: Site, context: BrowserContext
+) -> None:
+    site.pages["/"] = shop_page(f"{beacon.url}/tracker.js", flush_interval="100")
+    page = await open_page(context, site.url("/"))
+
+    await context.set_offline(True)
+    ids = [await tracked_id(page, f"beacon.track('offline', {{n: {n}}})") for n in range(3)]
+    await asyncio.sleep(0.5)  # several flush intervals: nothing can leave
+    assert await queue_ids(page) == ids
+    assert await beacon.events() == []
+    await context.set_offline(False)  # the "online" event sends at once
+
+    events = await beacon.wait_for_events(*ids)
+    assert sorted(e["properties"]["n"] for e in events) == [0, 1, 2]
+    await until(lambda: queue_is_empty(page), "the tracker to empty its queue")
+
+
+async def test_send_beacon_on_page_hide_delivers_the_last_events(
+    beacon: BeaconServer, site: Site, context: BrowserContext
+) -> None:
+    # A minute between flushes: only leaving the page can send these events.
+    count_beacons = (
+        "const send = navigator.sendBeacon.bind(navigator);"
+        "navigator.sendBeacon = (url, body) => {"
+        "  localStorage.setItem('test.beacons', String(+localStorage.getItem('test.beacons') + 1));"
+        "  return send(url, body); };"
+    )
+    site.pages["/cart"] = shop_page(
+        f"{beacon.url}/tracker.js", calls=count_beacons, flush_interval="60000"
+    )
+    site.pages["/elsewhere"] = "<!doctype html><title>elsewhere</title><p>bye</p>"
+    page = await open_page(context, site.url("/cart"))
+    ids = [await tracked_id(page, f"beacon.track('last-words', {{n: {n}}})") for n in (1, 2)]
+    await asyncio.sleep(0.3)
+    assert await beacon.events() == []
+
+    await page.goto(site.url("/elsewhere"))  # a page without the tracker
+
+    events = await beacon.wait_for_events(*ids)
+    assert len(events) == 2
+    # One beacon: `visibilitychange` and `pagehide` both fire, the events go once.
+    assert await page.evaluate("() => localStorage.getItem('test.beacons')") == "1"
+    # A beacon's answer is unknown, so the events stay queued; the next page with the tracker
+    # sends them again and Beacon, knowing their ids, stores nothing twice.
+    assert await queue_ids(page) == ids
+    await page.goto(site.url("/cart"))
+    await until(lambda: queue_is_empty(page), "the next page to settle the queue")
+    assert Counter(e["external_id"] for e in await beacon.events()) == Counter(ids)
+
+
+async def test_a_page_on_an_origin_the_source_does_not_allow_is_refused(
+    beacon: BeaconServer, site: Site, context: BrowserContext
+) -> None:
+    """`localhost` is another origin than the allowed `127.0.0.1`: 403, and the tracker drops
+    the batch instead of retrying it."""
+    site.pages["/"] = shop_page(f"{beacon.url}/tracker.js", flush_interval="100")
+    statuses: list[int] = []
+    page = await context.new_page()
+    page.on(
+        "response",
+        lambda response: statuses.append(response.status) if "/track" in response.url else None,
+    )
+    await page.goto(f"http://localhost:{site.port}/")
+    await loaded(page)
+
+    await tracked_id(page, "beacon.track('refused', {})")
+
+    await until_true(lambda: 403 in statuses, "the 403")
+    await until(lambda: queue_is_empty(page), "the tracker to drop the refused batch")
+    assert await beacon.events() == []
+
+
+async def test_identify_is_sent_as_an_identify_event(
+    beacon: BeaconServer, site: Site, context: BrowserContext
+) -> None:
+    site.pages["/"] = shop_page(f"{beacon.url}/tracker.js", flush_interval="100")
+    page = await open_page(context, site.url("/"))
+    anonymous = await tracked_id(page, "beacon.track('browse', {})")
+    identify = await tracked_id(
+        page, "beacon.identify('user-42', {email: 'ada@example.com', plan: 'pro', seats: 3})"
+    )
+
+    events = {e["external_id"]: e for e in await beacon.wait_for_events(anonymous, identify)}
+
+    assert events[identify]["type"] == "identify"
+    assert events[identify]["properties"] == {
+        "user_id": "user-42",
+        "traits": {"email": "ada@example.com", "plan": "pro", "seats": 3},
+    }
+    assert events[identify]["profile_id"] == events[anonymous]["profile_id"]
+
+
+async def test_person_tracked_anonymously_then_identified_ends_as_one_profile_with_all_events(
+    beacon: BeaconServer, site: Site, browser: Browser
+) -> None:
+    """Issue 4's acceptance, on the web: user-42 is known from another device; browsing
+    anonymously on this one, then identifying, leaves one profile holding every event."""
+    site.pages["/"] = shop_page(f"{beacon.url}/tracker.js", flush_interval="100")
+    laptop = await browser.new_context()
+    phone = await browser.new_context()
+    try:
+        on_laptop = await open_page(laptop, site.url("/"))
+        known = [
+            await tracked_id(on_laptop, "beacon.identify('user-42', {plan: 'pro'})"),
+            await tracked_id(on_laptop, "beacon.track('laptop-visit', {})"),
+        ]
+        await beacon.wait_for_events(*known)
+
+        on_phone = await open_page(phone, site.url("/"))
+        anonymous = [
+            await tracked_id(on_phone, "beacon.page()"),
+            await tracked_id(on_phone, "beacon.track('add-to-cart', {sku: 'A-1'})"),
+        ]
+        await beacon.wait_for_events(*anonymous)
+        anonymous_profile = await until(
+            lambda: stored_value(on_phone, "profile"), "the phone's anonymous profile"
+        )
+        identified = [
+            await tracked_id(on_phone, "beacon.identify('user-42', {email: 'ada@example.com'})"),
+            await tracked_id(on_phone, "beacon.track('checkout', {})"),
+        ]
+        events = await beacon.wait_for_events(*identified)
+        # Every answer read, so the profile ids the trackers keep are final.
+        await until(lambda: queue_is_empty(on_laptop), "the laptop to settle its queue")
+        await until(lambda: queue_is_empty(on_phone), "the phone to settle its queue")
+        phone_profile = await stored_value(on_phone, "profile")
+        laptop_profile = await stored_value(on_laptop, "profile")
+    finally:
+        await laptop.close()
+        await phone.close()
+
+    tracked = [e for e in events if e["external_id"] is not None]
+    assert {e["external_id"] for e in tracked} == {*known, *anonymous, *identified}
+    assert {e["profile_id"] for e in tracked} == {laptop_profile}
+    assert anonymous_profile != laptop_profile
+    assert phone_profile == laptop_profile  # the tracker took the survivor's id from Beacon
+    [merged] = [e for e in events if e["type"] == "profile.merged"]
+    assert anonymous_profile in merged["properties"].values()
