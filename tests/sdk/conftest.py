@@ -1,0 +1,288 @@
+"""A real Beacon server process for the SDK tests, and transports that record what was sent.
+
+The server is `python -m beacon serve` on a free port and a temporary SQLite database prepared
+with the CLI, as an operator would run it; the transports wrap httpx's real ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypedDict
+
+import httpx
+import pytest
+
+ADMIN_TOKEN = "sdk-admin-token"
+SOURCE_ID = "sdk"
+DEADLINE_S = 30.0
+POLL_S = 0.05
+
+
+class Backoff(TypedDict):
+    backoff_base: float
+    backoff_cap: float
+
+
+FAST_RETRIES = Backoff(backoff_base=0.05, backoff_cap=0.2)  # retries within a fraction of a second
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    assert left > 0, f"not done within {DEADLINE_S} s"
+    return left
+
+
+@dataclass
+class BeaconServer:
+    """`python -m beacon` on one SQLite database; `start`, `stop` and `start` again."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
+        env.update(
+            BEACON_DATABASE_URL=f"sqlite:///{self.workdir / 'beacon.db'}",
+            BEACON_ADMIN_TOKEN=ADMIN_TOKEN,
+            BEACON_LOG_LEVEL="warning",
+        )
+        return env
+
+    def cli(self, *args: str) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "beacon", *args],
+            env=self.env,
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S * 2,
+        )
+        assert result.returncode == 0, f"beacon {' '.join(args)}: {result.stdout}{result.stderr}"
+
+    def start(self) -> None:
+        """Start `beacon serve` and wait until /readyz answers 200."""
+        log_path = self.workdir / f"server-{self.starts}.log"
+        self.starts += 1
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "beacon", "serve", "--no-migrate", "--port", str(self.port)],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + DEADLINE_S
+        with httpx.Client(base_url=self.base_url, timeout=2.0) as http:
+            while True:
+                returncode = self.process.poll()
+                assert returncode is None, f"server exited ({returncode}): {log_path.read_text()}"
+                with contextlib.suppress(httpx.TransportError):
+                    if http.get("/readyz").status_code == 200:
+                        return
+                time.sleep(min(POLL_S, remaining(deadline)))
+
+    def stop(self) -> None:
+        """Stop the server as an operator would (SIGTERM), killing it if it hangs."""
+        if self.process is None:
+            return
+        process, self.process = self.process, None
+        process.terminate()
+        try:
+            process.wait(DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(DEADLINE_S)
+
+    def admin(self, path: str, **params: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        with httpx.Client(base_url=self.base_url, timeout=10.0, headers=headers) as http:
+            return http.get(path, params=params)
+
+    def write_key(self) -> str:
+        response = self.admin(f"/api/sources/{SOURCE_ID}")
+        assert response.status_code == 200, response.text
+        key = response.json()["write_key"]
+        assert isinstance(key, str)
+        return key
+
+    def profile(self, user_id: str) -> dict[str, Any] | None:
+        """The profile holding `user_id`, or None when there is none."""
+        response = self.admin(f"/api/profiles/by/user_id/{user_id}")
+        if response.status_code == 404:
+            return None
+        assert response.status_code == 200, response.text
+        profile: dict[str, Any] = response.json()
+        return profile
+
+    def events_of(self, user_id: str) -> list[dict[str, Any]]:
+        """The stored events of the person with `user_id`, oldest first."""
+        profile = self.profile(user_id)
+        if profile is None:
+            return []
+        response = self.admin("/api/events", profile_id=profile["id"], limit=1000)
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items[::-1]
+
+    def wait_for_events(self, user_id: str, count: int) -> list[dict[str, Any]]:
+        """Poll until the person has at least `count` events stored; return them."""
+        deadline = time.monotonic() + DEADLINE_S
+        while len(events := self.events_of(user_id)) < count:
+            time.sleep(min(POLL_S, remaining(deadline)))
+        return events
+
+
+@contextlib.contextmanager
+def beacon_server(workdir: Path) -> Iterator[BeaconServer]:
+    """A migrated database with the `sdk` source, and its server running."""
+    server = BeaconServer(workdir)
+    server.cli("migrate")
+    server.cli("sources", "create", "sdk", "--id", SOURCE_ID)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def beacon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BeaconServer]:
+    """One server for a test module; tests keep apart by using user ids of their own."""
+    with beacon_server(tmp_path_factory.mktemp("beacon")) as server:
+        yield server
+
+
+@pytest.fixture
+def own_beacon(tmp_path: Path) -> Iterator[BeaconServer]:
+    """A server of the test's own, for tests that stop and restart it."""
+    with beacon_server(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def write_key(beacon: BeaconServer) -> str:
+    return beacon.write_key()
+
+
+# --- recording what the SDK sends ----------------------------------------------------------------
+
+
+@dataclass
+class Sent:
+    """One request the SDK made, and its outcome: a status, or the exception it raised."""
+
+    headers: dict[str, str]
+    body: bytes
+    status: int | None = None
+    response: Any = None
+    error: Exception | None = None
+
+    def payload(self) -> dict[str, Any]:
+        gzipped = self.headers.get("content-encoding") == "gzip"
+        decoded: dict[str, Any] = json.loads(gzip.decompress(self.body) if gzipped else self.body)
+        return decoded
+
+    def event_ids(self) -> list[str]:
+        return [event["id"] for event in self.payload()["events"]]
+
+
+def _record(request: httpx.Request) -> Sent:
+    return Sent(headers={k.lower(): v for k, v in request.headers.items()}, body=request.content)
+
+
+def _answer(sent: Sent, response: httpx.Response) -> None:
+    sent.status = response.status_code
+    with contextlib.suppress(ValueError):
+        sent.response = response.json()
+
+
+class RecordingTransport(httpx.BaseTransport):
+    """httpx's real transport, keeping every request; `lose_answers` drops the first N answers.
+
+    A lost answer is the server having stored the batch and the connection breaking before
+    the client heard back, which is when a retry could store events twice.
+    """
+
+    def __init__(self, *, lose_answers: int = 0) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.sent: list[Sent] = []
+        self.lose_answers = lose_answers
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        sent = _record(request)
+        self.sent.append(sent)
+        try:
+            response = self.inner.handle_request(request)
+        except Exception as exc:
+            sent.error = exc
+            raise
+        response.read()
+        _answer(sent, response)
+        if self.lose_answers > 0:
+            self.lose_answers -= 1
+            response.close()
+            raise httpx.ReadError("connection lost before the answer arrived", request=request)
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class AsyncRecordingTransport(httpx.AsyncBaseTransport):
+    """`RecordingTransport` for `httpx.AsyncClient`."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.sent: list[Sent] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        sent = _record(request)
+        self.sent.append(sent)
+        try:
+            response = await self.inner.handle_async_request(request)
+        except Exception as exc:
+            sent.error = exc
+            raise
+        await response.aread()
+        _answer(sent, response)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@dataclass
+class Errors:
+    """An `on_error` callback that keeps what it was given."""
+
+    calls: list[tuple[Exception, list[dict[str, Any]]]] = field(default_factory=list)
+
+    def __call__(self, error: Exception, events: list[dict[str, Any]]) -> None:
+        self.calls.append((error, events))
+
+    def event_ids(self) -> list[str]:
+        return [event["id"] for _, events in self.calls for event in events]
