@@ -101,6 +101,7 @@ class BeaconServer:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    write_key: str = ""
 
     @property
     def url(self) -> str:
@@ -161,6 +162,28 @@ class BeaconServer:
         assert page["next_cursor"] is None
         items: list[dict[str, Any]] = page["items"]
         return items
+
+    async def server_event(self, event: dict[str, Any]) -> str:
+        """Send `event` as the shop's back-end does, by `POST /api/v1/events`; return its id."""
+        async with httpx.AsyncClient(base_url=self.url, timeout=5.0) as http:
+            response = await http.post(
+                "/api/v1/events",
+                json=event,
+                headers={"Authorization": f"Bearer {self.write_key}"},
+            )
+        assert response.status_code == 200, response.text
+        event_id: str = event["id"]
+        return event_id
+
+    async def sessions_of(self, profile_id: str) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(base_url=self.url, timeout=5.0) as http:
+            response = await http.get(
+                f"/api/profiles/{profile_id}/sessions",
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            )
+        assert response.status_code == 200, response.text
+        sessions: list[dict[str, Any]] = response.json()
+        return sessions
 
     async def wait_for_events(self, *external_ids: str) -> list[dict[str, Any]]:
         """Wait until events with these client ids are stored; return every stored event."""
@@ -260,7 +283,10 @@ async def beacon(site: Site, tmp_path: Path) -> AsyncIterator[BeaconServer]:
     server = BeaconServer(env=env, workdir=tmp_path)
     try:
         server.cli("migrate")
-        server.cli("sources", "create", "Shop", "--id", SOURCE_ID, "--origin", site.origin)
+        created = server.cli(
+            "sources", "create", "Shop", "--id", SOURCE_ID, "--origin", site.origin
+        )
+        server.write_key = created.split("write key ", 1)[1].split(")", 1)[0]
         await server.start()
         yield server
     finally:
@@ -561,8 +587,9 @@ async def test_identify_is_sent_as_an_identify_event(
 async def test_person_tracked_anonymously_then_identified_ends_as_one_profile_with_all_events(
     beacon: BeaconServer, site: Site, browser: Browser
 ) -> None:
-    """Issue 4's acceptance, on the web: user-42 is known from another device; browsing
-    anonymously on this one, then identifying, leaves one profile holding every event."""
+    """Issue 4's acceptance: user-42 is known from another device; browsing anonymously on this
+    one, identifying with an email, then the shop's back-end sending events by that email alone,
+    leaves one profile holding every event and both devices' sessions."""
     site.pages["/"] = shop_page(f"{beacon.url}/tracker.js", flush_interval="100")
     laptop = await browser.new_context()
     phone = await browser.new_context()
@@ -587,7 +614,11 @@ async def test_person_tracked_anonymously_then_identified_ends_as_one_profile_wi
             await tracked_id(on_phone, "beacon.identify('user-42', {email: 'ada@example.com'})"),
             await tracked_id(on_phone, "beacon.track('checkout', {})"),
         ]
-        events = await beacon.wait_for_events(*identified)
+        await beacon.wait_for_events(*identified)
+        shipped = await beacon.server_event(
+            {"id": str(uuid.uuid4()), "type": "SHIPPING_STATUS", "email": "ada@example.com"}
+        )
+        events = await beacon.wait_for_events(shipped)
         # Every answer read, so the profile ids the trackers keep are final.
         await until(lambda: queue_is_empty(on_laptop), "the laptop to settle its queue")
         await until(lambda: queue_is_empty(on_phone), "the phone to settle its queue")
@@ -598,8 +629,11 @@ async def test_person_tracked_anonymously_then_identified_ends_as_one_profile_wi
         await phone.close()
 
     tracked = [e for e in events if e["external_id"] is not None]
-    assert {e["external_id"] for e in tracked} == {*known, *anonymous, *identified}
+    assert {e["external_id"] for e in tracked} == {*known, *anonymous, *identified, shipped}
     assert {e["profile_id"] for e in tracked} == {laptop_profile}
+    sessions = {e["session_id"] for e in tracked if e["session_id"] is not None}
+    assert len(sessions) == 2  # one per device
+    assert {s["id"] for s in await beacon.sessions_of(laptop_profile)} == sessions
     assert anonymous_profile != laptop_profile
     assert phone_profile == laptop_profile  # the tracker took the survivor's id from Beacon
     [merged] = [e for e in events if e["type"] == "profile.merged"]

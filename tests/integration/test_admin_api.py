@@ -253,6 +253,18 @@ async def test_event_types_crud(client: httpx.AsyncClient) -> None:
     assert [t["name"] for t in listed.json()] == ["page-view"]
 
 
+async def test_event_type_names_may_hold_spaces_as_segment_and_amplitude_names_do(
+    client: httpx.AsyncClient,
+) -> None:
+    put = await client.put(
+        "/api/event-types/Order Completed", json={"mode": "enforce"}, headers=ADMIN
+    )
+
+    assert put.status_code == 200, put.text
+    fetched = await client.get("/api/event-types/Order%20Completed", headers=ADMIN)
+    assert fetched.json()["name"] == "Order Completed"
+
+
 @pytest.mark.parametrize(
     ("name", "body"),
     [
@@ -263,7 +275,8 @@ async def test_event_types_crud(client: httpx.AsyncClient) -> None:
         ("t", {"mode": "sometimes"}),
         ("t", {"retention_days": 0}),
         ("t", {"unknown": True}),
-        ("a b", {}),
+        (" padded", {}),
+        ("tab%09in name", {}),
         ("x" * 129, {}),
     ],
     ids=[
@@ -274,7 +287,8 @@ async def test_event_types_crud(client: httpx.AsyncClient) -> None:
         "bad mode",
         "zero retention",
         "unknown field",
-        "space in name",
+        "leading space",
+        "tab in name",
         "name too long",
     ],
 )

@@ -10,6 +10,7 @@ import functools
 import gzip
 import json
 import random
+import sqlite3
 import zlib
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -885,3 +886,34 @@ async def test_schema_with_unresolvable_reference_is_never_a_500(
     )
 
     assert response.status_code == 200, response.text  # the type stayed unregistered
+
+
+async def test_a_storage_failure_answers_503_with_retry_after_and_the_retry_is_stored_once(
+    serve: ServeApp, database_url: str
+) -> None:
+    """The store fails mid-flight (here: its events table is taken away): nothing is stored, the
+    client is told to retry, and once the store is back the retry is stored exactly once."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the failure is staged on the SQLite file")
+    path = database_url.removeprefix("sqlite:///")
+    body = track_body("web", [{"id": "evt-1", "type": "purchase-order", "properties": {}}])
+    async with serve() as served:
+        client = served.client
+        await create_source(client, "web")
+        await asyncio.to_thread(_sqlite, path, "ALTER TABLE events RENAME TO events_away")
+        failed = await client.post("/track", json=body)
+        await asyncio.to_thread(_sqlite, path, "ALTER TABLE events_away RENAME TO events")
+        retried = await client.post("/track", json=body)
+        again = await client.post("/track", json=body)
+        history = await client.get("/api/events", headers=ADMIN)
+
+    assert failed.status_code == 503
+    assert failed.headers["retry-after"] == "1"
+    assert failed.json()["error"]["code"] == "storage_unavailable"
+    assert (retried.status_code, again.status_code) == (200, 200)
+    assert [e["external_id"] for e in history.json()["items"]] == ["evt-1"]
+
+
+def _sqlite(path: str, statement: str) -> None:
+    with sqlite3.connect(path, timeout=10) as connection:
+        connection.execute(statement)

@@ -135,11 +135,6 @@ def test_identify_sets_the_persons_traits_and_email(beacon: BeaconServer, write_
     assert [e["type"] for e in beacon.events_of(user)] == ["identify", "PaymentCompleted"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: POST /api/v1/events commits one batch's person groups concurrently, so"
-    " an event by email alone lands on a new profile when the same batch identifies that email",
-)
 def test_one_batch_identifying_and_tracking_by_email_lands_on_one_profile(
     beacon: BeaconServer, write_key: str
 ) -> None:

@@ -17,7 +17,7 @@ from beacon.identity.schemas import IdentityOut, SessionOut
 
 router = APIRouter(prefix="/api", dependencies=[AdminAuth])
 
-NAME_PATTERN = r"^[^\s/]{1,128}$"
+NAME_PATTERN = r"^[^\s/](?:[^/\t\r\n]*[^\s/])?$"  # "Order Completed" is a name
 
 
 class EventPage(BaseModel):
@@ -51,7 +51,7 @@ async def get_event_type(name: str, session: SessionDep) -> EventType:
 
 @router.put("/event-types/{name}", response_model=EventTypeOut, tags=["event types"])
 async def put_event_type(
-    name: Annotated[str, Path(pattern=NAME_PATTERN)],
+    name: Annotated[str, Path(pattern=NAME_PATTERN, max_length=128)],
     data: EventTypeIn,
     session: SessionDep,
     clock: ClockDep,

@@ -37,6 +37,8 @@ COLLECT_PREFIX = "/collect/"
 # Routes where the source's `allowed_origins` decide which browser origins may post.
 ORIGIN_RULED = frozenset({"/track", "/collect"})
 ANY_ORIGIN = [(b"access-control-allow-origin", b"*")]
+# On a 503 nothing was stored: clients (and the SDKs of every format) retry after this pause.
+RETRY_AFTER = [(b"retry-after", b"1")]
 
 
 Endpoint = Callable[[IngestEdge, HttpRequest], Awaitable[Answer]]
@@ -102,7 +104,7 @@ class IngestASGI:
                 await send_empty(send, 204, _preflight(request, origin))
                 return
             status, body = await self._answer(request, route, origin)
-            await send_json(send, status, body, cors)
+            await send_json(send, status, body, cors + RETRY_AFTER if status == 503 else cors)
         except Exception:
             error_id = new_id()
             log.exception("unhandled_error", error_id=error_id, path=request.path)

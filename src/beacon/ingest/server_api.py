@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from beacon.core.errors import ClientError, Problem
 from beacon.identity.actions import Identify
-from beacon.ingest.commands import NewEvent, TrackCommand
+from beacon.ingest.commands import NewEvent, TrackCommand, TrackOutcome
 from beacon.ingest.http import HttpRequest, refuse_nul
 from beacon.ingest.pipeline import (
     IngestEdge,
@@ -133,8 +133,15 @@ async def server_events(
     groups: dict[tuple[str | None, ...], list[tuple[ServerEvent, NewEvent]]] = {}
     for event, new in zip(events, accepted, strict=True):
         groups.setdefault(event.person(), []).append((event, new))
-    commands = [command_for(source, received_at, group) for group in groups.values()]
-    outcomes = await asyncio.gather(*(commit(edge, c, endpoint="/api/v1/events") for c in commands))
+    chains = [
+        [command_for(source, received_at, groups[person]) for person in chain]
+        for chain in same_person_chains(list(groups))
+    ]
+    outcomes = [
+        outcome
+        for chain_outcomes in await asyncio.gather(*(commit_in_order(edge, c) for c in chains))
+        for outcome in chain_outcomes
+    ]
     placed: dict[str, str | None] = {}
     duplicates: list[str] = []
     for outcome in outcomes:
@@ -145,6 +152,40 @@ async def server_events(
         "events": [{"id": e.id, "profile_id": placed[e.id]} for e in accepted if e.id in placed],
         "duplicates": duplicates,
     }
+
+
+def same_person_chains(
+    persons: list[tuple[str | None, ...]],
+) -> list[list[tuple[str | None, ...]]]:
+    """Split the batch's persons into chains that share an identity, keeping batch order.
+
+    Persons in different chains cannot be the same profile, so their chains commit concurrently;
+    within a chain each commit sees the identities the one before it created (an `identify` by
+    user id and email, then an event by email alone, lands on one profile).
+    """
+    parent = list(range(len(persons)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first_holder: dict[tuple[int, str], int] = {}
+    for i, person in enumerate(persons):
+        for kind, value in enumerate(person):
+            if value is None:
+                continue
+            holder = first_holder.setdefault((kind, value), i)
+            parent[root(i)] = root(holder)
+    chains: dict[int, list[tuple[str | None, ...]]] = {}
+    for i, person in enumerate(persons):
+        chains.setdefault(root(i), []).append(person)
+    return list(chains.values())
+
+
+async def commit_in_order(edge: IngestEdge, chain: list[TrackCommand]) -> list[TrackOutcome]:
+    return [await commit(edge, command, endpoint="/api/v1/events") for command in chain]
 
 
 def command_for(

@@ -132,6 +132,8 @@ def identify_request(payload: TrackPayload) -> Identify | None:
         if event.type != IDENTIFY:
             continue
         user_id, email, traits = (event.properties.get(k) for k in ("user_id", "email", "traits"))
+        if email is None and isinstance(traits, dict):
+            email = traits.get("email")
         if isinstance(user_id, int | float) and not isinstance(user_id, bool):
             user_id = str(user_id)
         for name, value in (("user_id", user_id), ("email", email)):

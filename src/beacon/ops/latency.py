@@ -7,7 +7,26 @@ import time
 from prometheus_client import Histogram
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-KNOWN_PREFIXES = ("/track", "/collect", "/api", "/healthz", "/readyz", "/metrics")
+KNOWN_PREFIXES = (
+    "/track",
+    "/collect",
+    "/api",
+    "/v1",
+    "/2/httpapi",
+    "/batch",
+    "/tracker.js",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+)
+
+
+def route_label(path: str) -> str:
+    """Return the known prefix `path` is under (`/tracker.js` is not under `/track`), or "other"."""
+    for prefix in KNOWN_PREFIXES:
+        if path == prefix or path.startswith(prefix + "/"):
+            return prefix
+    return "other"
 
 
 class LatencyMiddleware:
@@ -23,6 +42,5 @@ class LatencyMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            path: str = scope["path"]
-            route = next((p for p in KNOWN_PREFIXES if path.startswith(p)), "other")
-            self.histogram.labels(route, scope["method"]).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.histogram.labels(route_label(scope["path"]), scope["method"]).observe(elapsed)
