@@ -35,12 +35,13 @@ from typing import Any
 import asyncpg
 import orjson
 
+from processes import beacon_cli, beacon_env, progress, status_kib
+
 SOURCE_ID = "bench"
 SEED = 20240601
 DEFAULT_EVENTS = 1_000_000
 DEFAULT_USERS = 3000
 HISTORY_DAYS = 300  # within the default retention, so nothing imported is already expiring
-CLI_TIMEOUT_S = 120.0
 IMPORT_TIMEOUT_S = 3600.0
 RSS_POLL_S = 0.05
 CONNECT_TIMEOUT_S = 5.0
@@ -56,10 +57,6 @@ USER_AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36",
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile",
 ]
-
-
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 # --- the generated history ---------------------------------------------------------------------
@@ -139,35 +136,6 @@ def generate(path: Path, *, events: int, users: int) -> int:
 
 
 # --- running beacon ----------------------------------------------------------------------------
-
-
-def beacon_env(database_url: str) -> dict[str, str]:
-    """The environment of a user who configured only the database: other settings default."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
-    env.update(BEACON_DATABASE_URL=database_url, BEACON_LOG_LEVEL="warning")
-    return env
-
-
-def beacon_cli(args: list[str], *, env: dict[str, str], cwd: Path) -> None:
-    command = [sys.executable, "-m", "beacon", *args]
-    result = subprocess.run(
-        command, env=env, cwd=cwd, capture_output=True, text=True, timeout=CLI_TIMEOUT_S
-    )
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"`beacon {' '.join(args)}` failed ({result.returncode}):"
-            f" {result.stdout[-2000:]}{result.stderr[-2000:]}"
-        )
-
-
-def status_kib(pid: int, name: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{name}:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 def timed_import(
