@@ -1,11 +1,13 @@
 """A real Beacon server process for the SDK tests, and transports that record what was sent.
 
-The server is `python -m beacon serve` on a free port and a temporary SQLite database prepared
-with the CLI, as an operator would run it; the transports wrap httpx's real ones.
+The server is `python -m beacon serve` on a free port, with a database prepared with the CLI as
+an operator would: a temporary SQLite file and, when BEACON_TEST_POSTGRES_URL is set, a
+PostgreSQL database created for the module (never a mock). The transports wrap httpx's real ones.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import json
@@ -14,13 +16,17 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
+import asyncpg
 import httpx
 import pytest
+
+from tests.conftest import NO_POSTGRES, POSTGRES_URL
 
 ADMIN_TOKEN = "sdk-admin-token"
 SOURCE_ID = "sdk"
@@ -51,9 +57,10 @@ def remaining(deadline: float) -> float:
 
 @dataclass
 class BeaconServer:
-    """`python -m beacon` on one SQLite database; `start`, `stop` and `start` again."""
+    """`python -m beacon` on one database; `start`, `stop` and `start` again."""
 
     workdir: Path
+    database_url: str
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -66,7 +73,7 @@ class BeaconServer:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
         env.update(
-            BEACON_DATABASE_URL=f"sqlite:///{self.workdir / 'beacon.db'}",
+            BEACON_DATABASE_URL=self.database_url,
             BEACON_ADMIN_TOKEN=ADMIN_TOKEN,
             BEACON_LOG_LEVEL="warning",
         )
@@ -156,30 +163,61 @@ class BeaconServer:
         return events
 
 
-@contextlib.contextmanager
-def beacon_server(workdir: Path) -> Iterator[BeaconServer]:
-    """A migrated database with the `sdk` source, and its server running."""
-    server = BeaconServer(workdir)
-    server.cli("migrate")
-    server.cli("sources", "create", "sdk", "--id", SOURCE_ID)
+async def _postgres_admin(sql: str) -> None:
+    assert POSTGRES_URL is not None
+    conn = await asyncpg.connect(POSTGRES_URL)
     try:
-        server.start()
-        yield server
+        await conn.execute(sql)
     finally:
-        server.stop()
+        await conn.close()
 
 
-@pytest.fixture(scope="module")
-def beacon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BeaconServer]:
-    """One server for a test module; tests keep apart by using user ids of their own."""
-    with beacon_server(tmp_path_factory.mktemp("beacon")) as server:
+@contextlib.contextmanager
+def database(backend: str, workdir: Path) -> Iterator[str]:
+    """An empty database of `backend`: a SQLite file in `workdir`, or a new PostgreSQL database."""
+    if backend == "sqlite":
+        yield f"sqlite:///{workdir / 'beacon.db'}"
+        return
+    if not POSTGRES_URL:
+        pytest.skip(NO_POSTGRES)
+    name = f"beacon_sdk_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_postgres_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{POSTGRES_URL.rpartition('/')[0]}/{name}"
+    finally:
+        asyncio.run(_postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def beacon_server(workdir: Path, backend: str) -> Iterator[BeaconServer]:
+    """A migrated database with the `sdk` source, and its server running."""
+    with database(backend, workdir) as database_url:
+        server = BeaconServer(workdir, database_url)
+        server.cli("migrate")
+        server.cli("sources", "create", "sdk", "--id", SOURCE_ID)
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
+
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def beacon(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BeaconServer]:
+    """One server per backend for a test module; tests keep apart by user ids of their own."""
+    with beacon_server(tmp_path_factory.mktemp("beacon"), request.param) as server:
         yield server
 
 
-@pytest.fixture
-def own_beacon(tmp_path: Path) -> Iterator[BeaconServer]:
+@pytest.fixture(params=BACKENDS)
+def own_beacon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BeaconServer]:
     """A server of the test's own, for tests that stop and restart it."""
-    with beacon_server(tmp_path) as server:
+    with beacon_server(tmp_path, request.param) as server:
         yield server
 
 
