@@ -1,10 +1,12 @@
 """The `beacon` command line, run as a user runs it (`python -m beacon ...`) on a temporary
-SQLite database, with its results checked through the HTTP API of an app on the same database.
+SQLite database (the `profiles` commands also on PostgreSQL when BEACON_TEST_POSTGRES_URL is
+set), with its results checked through the HTTP API of an app on the same database.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import shlex
@@ -19,11 +21,21 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from beacon.app import create_app
 from beacon.core import jsonio
+from beacon.core.db import create_engine
+from beacon.identity.models import Erasure
 from tests.conftest import make_settings
-from tests.integration.conftest import ADMIN, all_events, http_client, track_body
+from tests.integration.conftest import (
+    ADMIN,
+    all_events,
+    create_source,
+    http_client,
+    track_body,
+)
 
 ORDER_SCHEMA = {
     "type": "object",
@@ -47,7 +59,7 @@ class Cli:
     database_url: str
     cwd: Path
 
-    def __call__(self, *args: str, **env: str) -> Result:
+    def __call__(self, *args: str, stdin: str = "", **env: str) -> Result:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
         # Not a terminal, so Rich lays output out for 80 columns, as in a narrow terminal.
         environment.pop("COLUMNS", None)
@@ -56,6 +68,7 @@ class Cli:
             [sys.executable, "-m", "beacon", *args],
             env=environment,
             cwd=self.cwd,
+            input=stdin,  # never the terminal pytest runs in: a prompt must not wait
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -64,8 +77,8 @@ class Cli:
         )
         return Result(done.returncode, done.stdout)
 
-    def ok(self, *args: str, **env: str) -> Result:
-        result = self(*args, **env)
+    def ok(self, *args: str, stdin: str = "", **env: str) -> Result:
+        result = self(*args, stdin=stdin, **env)
         assert result.returncode == 0, result.output
         assert "Traceback" not in result.output
         return result
@@ -255,6 +268,162 @@ async def test_event_types_apply_is_all_or_nothing(migrated: Cli) -> None:
     async with api(migrated) as http:
         types = (await http.get("/api/event-types", headers=ADMIN)).json()
     assert types == []
+
+
+# --- profiles erase / export -----------------------------------------------------------------
+
+PERSON_EVENTS = [
+    {"id": "e-1", "type": "page-view", "properties": {"url": "/"}},
+    {"id": "e-2", "type": "identify", "properties": {"user_id": "u-1", "email": "a@b.co"}},
+]
+
+
+@pytest.fixture
+def people(database_url: str, tmp_path: Path) -> Cli:
+    """The CLI on an empty migrated database of the test's backend (SQLite, PostgreSQL)."""
+    return Cli(database_url=database_url, cwd=tmp_path)
+
+
+async def tracked_person(http: httpx.AsyncClient, **body: Any) -> str:
+    """Send a page view and an identify for user u-1 from source `web`; return the profile id."""
+    sent = await http.post("/track", json={**track_body("web", PERSON_EVENTS), **body})
+    assert sent.status_code == 200, sent.text
+    profile_id = sent.json()["profile"]["id"]
+    assert isinstance(profile_id, str)
+    return profile_id
+
+
+async def erasure_records(cli: Cli) -> list[tuple[str, dict[str, int]]]:
+    engine = create_engine(make_settings(cli.database_url))
+    try:
+        async with async_sessionmaker(engine)() as session:
+            return [(r.subject, r.counts) for r in await session.scalars(select(Erasure))]
+    finally:
+        await engine.dispose()
+
+
+async def test_profiles_erase_removes_the_person_and_late_retries_recreate_nothing(
+    people: Cli,
+) -> None:
+    async with api(people) as http:
+        await create_source(http, "web")
+        profile_id = await tracked_person(http)
+
+    erased = people.ok("profiles", "erase", profile_id, "--yes")
+
+    digest = hashlib.sha256(profile_id.encode()).hexdigest()
+    assert len(erased.lines) == 2, erased.output
+    assert f"erased profile {profile_id}: " in erased.lines[0]
+    assert "events 2, sessions 1, identities 2, profiles 1" in erased.lines[0]
+    assert digest in erased.lines[1]
+    assert await erasure_records(people) == [
+        (digest, {"events": 2, "sessions": 1, "identities": 2, "profiles": 1})
+    ]
+    async with api(people) as http:
+        profile = await http.get(f"/api/profiles/{profile_id}", headers=ADMIN)
+        by_email = await http.get("/api/profiles/by/email/a@b.co", headers=ADMIN)
+        history = await all_events(http)
+        retry = await http.post(
+            "/track",
+            json=track_body("web", PERSON_EVENTS, profile_id=profile_id),
+        )
+        after_retry = await all_events(http)
+        by_user = await http.get("/api/profiles/by/user_id/u-1", headers=ADMIN)
+    assert profile.status_code == by_email.status_code == 404
+    assert history == []
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["profile"] is None  # a replay of erased events re-creates nobody
+    assert after_retry == []
+    assert by_user.status_code == 404
+    again = people("profiles", "erase", profile_id, "--yes")
+    assert again.returncode == 1
+    assert again.lines == [f"error: profile {profile_id!r} not found"]
+
+
+async def test_profiles_erase_of_a_merged_id_erases_the_person_it_was_merged_into(
+    people: Cli,
+) -> None:
+    async with api(people) as http:
+        await create_source(http, "web")
+        known = await tracked_person(http)
+        body = track_body("web", [{"id": "e-3", "type": "page-view"}], session_id="s-2")
+        anonymous = (await http.post("/track", json=body)).json()["profile"]["id"]
+        identify = {"id": "e-4", "type": "identify", "properties": {"user_id": "u-1"}}
+        body = track_body("web", [identify], session_id="s-2", profile_id=anonymous)
+        merged = await http.post("/track", json=body)
+        assert merged.json()["profile"]["id"] == known, merged.text
+
+    erased = people.ok("profiles", "erase", anonymous, "--yes")
+
+    assert f"erased profile {known} (into which {anonymous} was merged)" in erased.lines[0]
+    # four events sent, and the `profile.merged` event that recorded the merge
+    assert "events 5, sessions 2, identities 2, profiles 2" in erased.lines[0]
+    async with api(people) as http:
+        for profile_id in (known, anonymous):
+            found = await http.get(f"/api/profiles/{profile_id}", headers=ADMIN)
+            assert found.status_code == 404, found.text
+        assert await all_events(http) == []
+
+
+async def test_profiles_erase_asks_first_and_erases_nothing_unless_confirmed(
+    migrated: Cli,
+) -> None:
+    async with api(migrated) as http:
+        await create_source(http, "web")
+        profile_id = await tracked_person(http)
+
+    declined = migrated("profiles", "erase", profile_id, stdin="n\n")
+    no_answer = migrated("profiles", "erase", profile_id, stdin="")
+    async with api(migrated) as http:
+        kept = await all_events(http)
+    confirmed = migrated.ok("profiles", "erase", profile_id, stdin="y\n")
+
+    for refused in (declined, no_answer):
+        assert refused.returncode == 1, refused.output
+        assert "This cannot be undone" in refused.output
+        assert "error: not confirmed: nothing was erased" in refused.output
+        assert "Traceback" not in refused.output
+    assert {e["external_id"] for e in kept} == {"e-1", "e-2"}
+    assert "events 2" in confirmed.output
+    async with api(migrated) as http:
+        assert await all_events(http) == []
+
+
+async def test_profiles_export_writes_the_persons_profile_and_events_as_json(
+    people: Cli,
+) -> None:
+    async with api(people) as http:
+        await create_source(http, "web")
+        profile_id = await tracked_person(http)
+        from_api = (await http.get(f"/api/profiles/{profile_id}/export", headers=ADMIN)).json()
+
+    written = people.ok("profiles", "export", profile_id, "-o", "person.json")
+    printed = people.ok("profiles", "export", profile_id)
+
+    document = jsonio.loads((people.cwd / "person.json").read_bytes())
+    assert written.lines == [
+        f"exported profile {profile_id} to person.json: events 2, sessions 1, identities 2"
+    ]
+    assert document["profile"]["id"] == profile_id
+    assert [e["external_id"] for e in document["events"]] == ["e-1", "e-2"]
+    assert {e["profile_id"] for e in document["events"]} == {profile_id}
+    assert {(i["kind"], i["value"]) for i in document["identities"]} == {
+        ("user_id", "u-1"),
+        ("email", "a@b.co"),
+    }
+    assert [s["id"] for s in document["sessions"]] == ["session-1"]
+    assert jsonio.loads(printed.output) == document
+    assert [e["id"] for e in document["events"]] == [e["id"] for e in from_api["events"]]
+
+
+@pytest.mark.parametrize("args", [("erase", "nobody", "--yes"), ("export", "nobody")])
+def test_profiles_commands_on_an_unknown_profile_fail_in_one_line(
+    migrated: Cli, args: tuple[str, ...]
+) -> None:
+    result = migrated("profiles", *args)
+
+    assert result.returncode == 1
+    assert result.lines == ["error: profile 'nobody' not found"]
 
 
 # --- errors: exit code 1, one line, no traceback -----------------------------------------------

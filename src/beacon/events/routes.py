@@ -9,11 +9,10 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel
 
 from beacon.deps import AdminAuth, ClockDep, SessionDep
-from beacon.events import event_types, history
+from beacon.events import event_types, export, history
 from beacon.events.models import EventType
 from beacon.events.schemas import EventOut, EventTypeIn, EventTypeOut
 from beacon.identity import service as identity_service
-from beacon.identity.schemas import IdentityOut, SessionOut
 
 router = APIRouter(prefix="/api", dependencies=[AdminAuth])
 
@@ -135,23 +134,7 @@ async def profile_events(
 @router.get("/profiles/{profile_id}/export", tags=["profiles"])
 async def export_profile(profile_id: str, session: SessionDep) -> dict[str, Any]:
     """Everything Beacon holds about the person: profile, identities, sessions, events."""
-    profile = await identity_service.get_profile(session=session, profile_id=profile_id)
-    if profile is None:
+    document = await export.export_profile(session=session, profile_id=profile_id)
+    if document is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"profile {profile_id!r} not found")
-    identities = await identity_service.list_identities(session=session, profile_id=profile.id)
-    sessions = await identity_service.list_sessions(session=session, profile_id=profile.id)
-    events = await history.all_events(session=session, profile_id=profile.id)
-    return {
-        "profile": {
-            "id": profile.id,
-            "created_at": profile.created_at,
-            "updated_at": profile.updated_at,
-            "last_seen_at": profile.last_seen_at,
-            "traits": profile.traits,
-            "trait_times": profile.trait_times,
-            "consents": profile.consents,
-        },
-        "identities": [IdentityOut.model_validate(i).model_dump() for i in identities],
-        "sessions": [SessionOut.model_validate(s).model_dump() for s in sessions],
-        "events": [EventOut.model_validate(e).model_dump() for e in events],
-    }
+    return document

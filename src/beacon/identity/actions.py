@@ -349,6 +349,7 @@ async def set_consent(
 
 
 ERASED_TABLES = ("events", "sessions", "identities")
+MAX_MERGE_HOPS = 8  # merges point at the survivor (one hop); the bound only guards a cycle
 
 
 async def erase_profile(sql: Sql, *, profile_id: str, now: datetime) -> dict[str, Any] | None:
@@ -357,12 +358,19 @@ async def erase_profile(sql: Sql, *, profile_id: str, now: datetime) -> dict[str
     Client event keys stay, so late retries of the person's events are recognised as already
     stored and re-create nothing. Returns the audit record, or None if the profile is unknown.
     """
+    # Follow merges inside this transaction: a profile merged since the caller looked it up
+    # is erased as the person it became, not as a leftover pointer.
+    for _ in range(MAX_MERGE_HOPS):
+        found = await sql.fetch("SELECT merged_into FROM profiles WHERE id = ?", profile_id)
+        if not found:
+            return None
+        if found[0][0] is None:
+            break
+        profile_id = str(found[0][0])
     rows = await sql.fetch(
         "SELECT id FROM profiles WHERE id = ? OR merged_into = ?", profile_id, profile_id
     )
     ids = [str(r[0]) for r in rows]
-    if profile_id not in ids:
-        return None
     marks = in_list(len(ids))
     counts: dict[str, int] = {}
     for table in ERASED_TABLES:

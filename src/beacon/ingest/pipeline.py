@@ -1,8 +1,8 @@
 """The steps every wire format shares, in order: authenticate, bound, validate, commit.
 
-Each wire adapter (Tracardi today) turns its payload into `TrackCommand`s through these steps.
-A rejected request raises `ClientError`; `reject` keeps what can be attributed to a source in
-the dead-letter table.
+Each wire adapter (Tracardi, server API, Segment, Amplitude) turns its payload into
+`TrackCommand`s through these steps. A rejected request raises `ClientError`; `reject` keeps
+what can be attributed to a source in the dead-letter table.
 """
 
 from __future__ import annotations
