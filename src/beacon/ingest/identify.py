@@ -42,10 +42,12 @@ async def apply_identifies(
         outcome = await identify(
             sql, profile_id=current, person=command.identify, now=now, policy=policy
         )
-        gone = set(outcome.merged)
-        for other, profile_id in enumerate(identities.profile_ids):
-            if profile_id in gone or (other == index and profile_id != outcome.profile_id):
-                identities.profile_ids[other] = outcome.profile_id
+        identities.profile_ids[index] = outcome.profile_id
+        if outcome.merged:  # rare: re-point every request of the batch on a merged profile
+            gone = set(outcome.merged)
+            for other, profile_id in enumerate(identities.profile_ids):
+                if profile_id in gone:
+                    identities.profile_ids[other] = outcome.profile_id
         for loser in outcome.merged:
             merges.append(Merge(loser=loser, survivor=outcome.profile_id))
             command.events.append(merged_event(loser, outcome.profile_id, now))
