@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -893,16 +894,13 @@ async def test_a_storage_failure_answers_503_with_retry_after_and_the_retry_is_s
 ) -> None:
     """The store fails mid-flight (here: its events table is taken away): nothing is stored, the
     client is told to retry, and once the store is back the retry is stored exactly once."""
-    if not database_url.startswith("sqlite"):
-        pytest.skip("the failure is staged on the SQLite file")
-    path = database_url.removeprefix("sqlite:///")
     body = track_body("web", [{"id": "evt-1", "type": "purchase-order", "properties": {}}])
     async with serve() as served:
         client = served.client
         await create_source(client, "web")
-        await asyncio.to_thread(_sqlite, path, "ALTER TABLE events RENAME TO events_away")
+        await run_sql(database_url, "ALTER TABLE events RENAME TO events_away")
         failed = await client.post("/track", json=body)
-        await asyncio.to_thread(_sqlite, path, "ALTER TABLE events_away RENAME TO events")
+        await run_sql(database_url, "ALTER TABLE events_away RENAME TO events")
         retried = await client.post("/track", json=body)
         again = await client.post("/track", json=body)
         history = await client.get("/api/events", headers=ADMIN)
@@ -914,6 +912,19 @@ async def test_a_storage_failure_answers_503_with_retry_after_and_the_retry_is_s
     assert [e["external_id"] for e in history.json()["items"]] == ["evt-1"]
 
 
-def _sqlite(path: str, statement: str) -> None:
-    with sqlite3.connect(path, timeout=10) as connection:
-        connection.execute(statement)
+async def run_sql(database_url: str, statement: str) -> None:
+    """Run one statement on the test's database from outside Beacon."""
+    if database_url.startswith("sqlite:///"):
+        path = database_url.removeprefix("sqlite:///")
+
+        def run() -> None:
+            with sqlite3.connect(path, timeout=10) as connection:
+                connection.execute(statement)
+
+        await asyncio.to_thread(run)
+        return
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()

@@ -436,12 +436,6 @@ async def test_postgres_never_drops_a_table_it_did_not_detach(
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug in ingest/store_postgres.py: PostgresIngestStore caches the months it"
-    " created partitions for, so after retention drops one, an event of that month fails the"
-    " whole group commit (no partition of relation events found for row)",
-)
 async def test_postgres_ingest_still_stores_an_old_event_after_its_month_was_dropped(
     app: FastAPI, http: httpx.AsyncClient
 ) -> None:

@@ -1,14 +1,15 @@
 """The `outbox` table: messages committed with the data they describe, relayed after commit.
 
 One row per committing transaction, holding all its envelopes as a JSON array: a batch of
-hundreds of events costs one outbox insert and one delete, not hundreds.
+hundreds of events costs one outbox insert and one delete, not hundreds. `envelope_count` lets
+the relay read rows within an envelope budget without reading the envelopes.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String, Text
+from sqlalchemy import Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from beacon.core.db import Base, UtcDateTime
@@ -21,4 +22,5 @@ class OutboxRow(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     envelopes: Mapped[str] = mapped_column(Text)
+    envelope_count: Mapped[int] = mapped_column(Integer, server_default="1")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

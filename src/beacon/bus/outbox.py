@@ -6,6 +6,10 @@ Slow path: a periodic sweep publishes rows older than `stale_after` (left by a c
 outage or another process that died), and at start-up every row left from before. A row is
 deleted only after `Bus.publish` returned for all its envelopes, so every committed message
 reaches the bus at least once; consumers deduplicate on the envelope id.
+
+Both paths publish rows oldest first, as many at once as fit `max_envelopes` envelopes (a row
+alone may hold more: a bulk import commits thousands of events per row), so what a sweep reads
+and holds is bounded by envelopes, not by rows of any size.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from beacon.core.clock import Clock
 
 log = structlog.get_logger()
 
+MAX_ENVELOPES = 1000
+# (older_than, max_envelopes) -> the oldest rows fitting the budget, or the oldest row alone.
 FetchStale = Callable[[datetime, int], Awaitable[list[OutboxBatch]]]
 Acknowledge = Callable[[list[str]], Awaitable[object]]
 
@@ -37,16 +43,18 @@ class OutboxRelay:
         clock: Clock,
         sweep_interval: float = 5.0,
         stale_after: float = 10.0,
-        batch_size: int = 100,
+        max_envelopes: int = MAX_ENVELOPES,
         on_relayed: Callable[[int], None] | None = None,
     ) -> None:
+        if max_envelopes < 1:
+            raise ValueError("max_envelopes must be at least 1")
         self.bus = bus
         self._fetch_stale = fetch_stale
         self._acknowledge = acknowledge
         self._clock = clock
         self._sweep_interval = sweep_interval
         self._stale_after = timedelta(seconds=stale_after)
-        self._batch_size = batch_size
+        self._max_envelopes = max_envelopes
         self._pending: deque[OutboxBatch] = deque()
         self._wake = asyncio.Event()
         self._on_relayed = on_relayed
@@ -83,23 +91,26 @@ class OutboxRelay:
     async def flush(self) -> None:
         """Publish everything handed over so far."""
         while self._pending:
-            count = min(len(self._pending), self._batch_size)
-            batch = [self._pending.popleft() for _ in range(count)]
+            batch = [self._pending.popleft()]
+            total = len(batch[0].envelopes)
+            while self._pending and total + len(self._pending[0].envelopes) <= self._max_envelopes:
+                total += len(self._pending[0].envelopes)
+                batch.append(self._pending.popleft())
             if not await self._publish(batch):
                 # The rows stay in the outbox; the sweep publishes them once the bus is back.
                 self._pending.clear()
                 return
 
     async def _sweep(self, older_than: datetime) -> None:
+        """Publish rows created before `older_than` until none is left (or publishing fails)."""
         while True:
             try:
-                batch = await self._fetch_stale(older_than, self._batch_size)
+                batch = await self._fetch_stale(older_than, self._max_envelopes)
             except Exception:
                 log.exception("outbox_sweep_failed")
                 return
+            # A short batch does not mean the end: the next row may be one too big to fit.
             if not batch or not await self._publish(batch):
-                return
-            if len(batch) < self._batch_size:
                 return
 
     async def _publish(self, rows: Sequence[OutboxBatch]) -> bool:

@@ -5,7 +5,7 @@ Files are imported one after the other. Within a file, rows are read in batches 
 `IngestStore.commit`, the one write path of every event, while the next batch is read. After
 each commit the file's resume state records the last committed line. Imported events keep
 their own time and are marked `imported`: they update profiles, and live automations skip
-them. Their outbox rows are relayed to the bus by the next server (or worker) that sweeps the
+them. Their outbox rows are relayed to the bus by the next server that sweeps the
 outbox, as rows left by any other process are.
 """
 
@@ -31,7 +31,6 @@ from beacon.imports.rejected import RejectedRows
 from beacon.imports.rows import BadRow, ImportRow, derived_id
 from beacon.imports.state import Progress, StateFile, Tally
 from beacon.ingest.commands import NewEvent, TrackOutcome
-from beacon.ingest.plan import EventRow
 from beacon.ingest.store import IngestStore
 
 Format = Literal["ndjson", "csv", "segment", "amplitude"]
@@ -311,26 +310,12 @@ class Importer:
             await in_flight
         return asyncio.create_task(self._commit(run, batch))
 
-    async def _prepare_storage(self, batch: Batch, now: datetime) -> None:
-        """Create what the batch's events need (PostgreSQL: monthly partitions) beforehand.
-
-        The store does it too, but inside its commit, after identity work that may have locked
-        `events` (a merge moves events); creating a partition then waits for that lock.
-        """
-        months: dict[tuple[int, int], NewEvent] = {}
-        for _, event in batch.rows:
-            months.setdefault((event.occurred_at.year, event.occurred_at.month), event)
-        await self.store.prepare_events(
-            [EventRow(e, self.options.source_id, None, None, now) for e in months.values()]
-        )
-
     async def _commit(self, run: FileRun, batch: Batch) -> None:
         committed = run.committed
         imported = duplicates = expiring = 0
         if batch.rows:
             planned = batch.planned
             try:
-                await self._prepare_storage(batch, batch.received_at)
                 outcomes: list[TrackOutcome] = await self.store.commit([p.command for p in planned])
             except DATABASE_ERRORS as exc:
                 raise ImportFailed(

@@ -9,8 +9,8 @@ implement the primitive statements in a `StoreTransaction`; the order of steps l
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -47,6 +47,23 @@ from beacon.ingest.plan import (
 CACHE_LIMIT = 200_000
 MERGE_POLL_SECONDS = 1.0
 MERGE_POLL_OVERLAP = timedelta(seconds=5)  # other processes' clocks and commits may lag
+# Oldest first, the rows whose envelopes fit the budget (the first row however many it holds).
+# The running total reads only the counts: envelopes of rows left for later are never read.
+# A row holds at least one envelope, so no more rows than the budget can fit.
+STALE_OUTBOX = """
+SELECT o.id, o.envelopes
+FROM (
+    SELECT id, created_at, row_number() OVER w AS n, sum(envelope_count) OVER w AS running
+    FROM (
+        SELECT id, created_at, envelope_count FROM outbox WHERE created_at < ?
+        ORDER BY created_at, id LIMIT ?
+    ) AS oldest
+    WINDOW w AS (ORDER BY created_at, id)
+) AS fit
+JOIN outbox AS o ON o.id = fit.id
+WHERE fit.n = 1 OR fit.running <= ?
+ORDER BY fit.created_at, fit.id
+"""
 
 
 class StoreTransaction(abc.ABC):
@@ -121,21 +138,31 @@ class IngestStore(abc.ABC):
     async def close(self) -> None: ...
 
     @abc.abstractmethod
-    async def stale_outbox(self, older_than: datetime, limit: int) -> list[OutboxBatch]:
-        """Return outbox rows created before `older_than`, oldest first."""
+    async def stale_outbox(self, older_than: datetime, max_envelopes: int) -> list[OutboxBatch]:
+        """Return outbox rows created before `older_than`, oldest first (`STALE_OUTBOX`).
+
+        Together they hold at most `max_envelopes` envelopes, or they are one row holding more.
+        """
 
     @abc.abstractmethod
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""
 
-    async def prepare_events(self, rows: list[EventRow]) -> None:  # noqa: B027 - optional step
-        """Prepare storage for these rows outside the transaction (e.g. create partitions)."""
+    async def prepare_commit(  # noqa: B027 - optional step
+        self, tracks: Sequence[TrackCommand], now: datetime
+    ) -> None:
+        """Prepare storage for what `tracks` may store, before their transaction opens.
+
+        Done inside it, the work could wait for a lock the transaction itself holds (a merge
+        moves events, locking `events`).
+        """
 
     async def commit(self, commands: Sequence[WriteCommand]) -> list[Any]:
         """Commit `commands` in one transaction; return one result per command."""
         tracks = [c for c in commands if isinstance(c, TrackCommand)]
         now = self.clock.now()
-        async with self.transaction() as tx:
+        await self.prepare_commit(tracks, now)
+        async with restored_on_failure(tracks), self.transaction() as tx:
             keys = first_keys(tracks)
             fresh = await tx.insert_event_keys(keys) if keys else set()
             # A retried request whose every event is stored already changes nothing (it must not
@@ -154,8 +181,6 @@ class IngestStore(abc.ABC):
             )
             events = plan_events(live, identities, fresh)
             batch = OutboxBatch(new_id(), [message.envelope() for message in events.messages])
-            if events.rows:
-                await self.prepare_events(events.rows)
             if events.rows or batch.envelopes:
                 await tx.insert_events(events.rows, batch if batch.envelopes else None, now)
             results = await self._apply_other(tx, commands, now)
@@ -257,6 +282,23 @@ class IngestStore(abc.ABC):
             for command in commands
             if isinstance(command, SqlCommand)
         }
+
+
+@asynccontextmanager
+async def restored_on_failure(tracks: list[TrackCommand]) -> AsyncIterator[None]:
+    """Undo what a failed transaction did to its commands, so a retry commits them as they came.
+
+    Identity work fills in a claimed profile and appends `profile.merged` events; kept after a
+    rollback, a retry (the group committer's, one request at a time) would store them twice.
+    """
+    saved = [(command, command.profile_id, len(command.events)) for command in tracks]
+    try:
+        yield
+    except BaseException:
+        for command, profile_id, count in saved:
+            command.profile_id = profile_id
+            del command.events[count:]
+        raise
 
 
 def is_replay(command: TrackCommand, fresh: set[str]) -> bool:

@@ -2,17 +2,22 @@
 
 Several server processes commit concurrently, so every insert that could race is an
 `ON CONFLICT DO NOTHING` and client-id deduplication trusts only the keys this transaction
-inserted. Monthly `events` partitions are created before the transaction that needs them.
+inserted. Monthly `events` partitions are created before the transaction that needs them opens
+(`CREATE TABLE ... PARTITION OF` locks `events` exclusively, and a merge inside the transaction
+already holds a lock on it). The months created are remembered; retention, here or in another
+process, may drop one since, so a commit refused for want of a partition forgets them all and
+runs once more.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 from typing import Any
 
 import asyncpg
+import structlog
 from asyncpg.pool import PoolConnectionProxy
 
 from beacon.bus.messages import OutboxBatch
@@ -22,15 +27,17 @@ from beacon.core.jsonio import dumps_text
 from beacon.core.sql import numbered
 from beacon.events.partitions import create_partition_sql, month_start
 from beacon.identity.actions import ConflictPolicy
-from beacon.ingest.commands import DeadLetterCommand
+from beacon.ingest.commands import DeadLetterCommand, TrackCommand, WriteCommand
 from beacon.ingest.plan import EventRow, NewSession
-from beacon.ingest.store import IngestStore, StoreTransaction
+from beacon.ingest.store import STALE_OUTBOX, IngestStore, StoreTransaction
+
+log = structlog.get_logger()
 
 # One statement, one round trip: the outbox row rides along in a data-modifying CTE.
 INSERT_EVENTS = """
 WITH outbox_row AS (
-    INSERT INTO outbox (id, envelopes, created_at)
-    SELECT $14::varchar, $15::text, $16::timestamptz WHERE $14::varchar IS NOT NULL
+    INSERT INTO outbox (id, envelopes, envelope_count, created_at)
+    SELECT $14::varchar, $15::text, $17::integer, $16::timestamptz WHERE $14::varchar IS NOT NULL
 )
 INSERT INTO events (id, occurred_at, received_at, type, source_id, profile_id, session_id,
                     external_id, properties, context, valid, errors, imported)
@@ -125,6 +132,7 @@ class PostgresTransaction(StoreTransaction):
             None if outbox is None else outbox.id,
             None if outbox is None else outbox.encode().decode(),
             created_at,
+            None if outbox is None else len(outbox.envelopes),
         )
 
     async def insert_dead_letters(self, rows: list[DeadLetterCommand]) -> None:
@@ -193,26 +201,49 @@ class PostgresIngestStore(IngestStore):
         async with self.pool.acquire() as conn, conn.transaction():
             yield PostgresTransaction(conn)
 
-    async def prepare_events(self, rows: list[EventRow]) -> None:
-        months = {month_start(r.event.occurred_at) for r in rows} - self._partitions
-        if not months:
+    async def commit(self, commands: Sequence[WriteCommand]) -> list[Any]:
+        try:
+            return await super().commit(commands)
+        except asyncpg.CheckViolationError as exc:
+            if not is_missing_partition(exc):
+                raise
+            # Retention dropped a month remembered as created: create what this batch needs again.
+            log.warning("events_partition_missing", months_remembered=len(self._partitions))
+            self._partitions.clear()
+        return await super().commit(commands)
+
+    async def prepare_commit(self, tracks: Sequence[TrackCommand], now: datetime) -> None:
+        months: set[date] = set()
+        for command in tracks:
+            if command.save_events:
+                months.update(month_start(event.occurred_at) for event in command.events)
+                if command.identify is not None:
+                    months.add(month_start(now))  # a merge stores `profile.merged` at `now`
+        await self._create_partitions(months)
+
+    async def _create_partitions(self, months: set[date]) -> None:
+        """Create the monthly partitions of `months` not known to exist, each in autocommit."""
+        missing = months - self._partitions
+        if not missing:
             return
         async with self.pool.acquire() as conn:
-            for first in sorted(months):
+            for first in sorted(missing):
                 try:
                     await conn.execute(create_partition_sql(first))
                 except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
                     pass  # another process created it a moment ago
-        self._partitions |= months
+        self._partitions |= missing
 
-    async def stale_outbox(self, older_than: datetime, limit: int) -> list[OutboxBatch]:
+    async def stale_outbox(self, older_than: datetime, max_envelopes: int) -> list[OutboxBatch]:
         rows = await self.pool.fetch(
-            "SELECT id, envelopes FROM outbox WHERE created_at < $1"
-            " ORDER BY created_at, id LIMIT $2",
-            older_than,
-            limit,
+            numbered(STALE_OUTBOX), older_than, max_envelopes, max_envelopes
         )
         return [OutboxBatch.decode(row["id"], row["envelopes"]) for row in rows]
 
     async def ping(self) -> None:
         await self.pool.fetchval("SELECT 1")
+
+
+def is_missing_partition(exc: asyncpg.CheckViolationError) -> bool:
+    """Whether `exc` says no partition of `events` takes the row (not a CHECK constraint)."""
+    return exc.table_name == "events" and exc.constraint_name is None

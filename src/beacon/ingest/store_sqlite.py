@@ -26,7 +26,7 @@ from beacon.core.sql import CHUNK, chunks, in_list
 from beacon.identity.actions import ConflictPolicy
 from beacon.ingest.commands import DeadLetterCommand
 from beacon.ingest.plan import EventRow, NewSession
-from beacon.ingest.store import IngestStore, StoreTransaction
+from beacon.ingest.store import STALE_OUTBOX, IngestStore, StoreTransaction
 
 INSERT_EVENT = (
     "INSERT INTO events (id, occurred_at, received_at, type, source_id, profile_id, session_id,"
@@ -110,8 +110,14 @@ class SqliteTransaction(StoreTransaction):
         self.conn.executemany(INSERT_EVENT, [_event_values(row, text) for row in rows])
         if outbox is not None:
             self.conn.execute(
-                "INSERT INTO outbox (id, envelopes, created_at) VALUES (?, ?, ?)",
-                (outbox.id, outbox.encode().decode(), sqlite_time(created_at)),
+                "INSERT INTO outbox (id, envelopes, envelope_count, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (
+                    outbox.id,
+                    outbox.encode().decode(),
+                    len(outbox.envelopes),
+                    sqlite_time(created_at),
+                ),
             )
 
     async def insert_dead_letters(self, rows: list[DeadLetterCommand]) -> None:
@@ -221,12 +227,11 @@ class SqliteIngestStore(IngestStore):
                 conn.execute("ROLLBACK")
             raise
 
-    async def stale_outbox(self, older_than: datetime, limit: int) -> list[OutboxBatch]:
+    async def stale_outbox(self, older_than: datetime, max_envelopes: int) -> list[OutboxBatch]:
         if self._reader is None:
             raise RuntimeError("the SQLite ingest store is not started")
         rows = self._reader.execute(
-            "SELECT id, envelopes FROM outbox WHERE created_at < ? ORDER BY created_at, id LIMIT ?",
-            (sqlite_time(older_than), limit),
+            STALE_OUTBOX, (sqlite_time(older_than), max_envelopes, max_envelopes)
         ).fetchall()
         return [OutboxBatch.decode(row[0], row[1]) for row in rows]
 
