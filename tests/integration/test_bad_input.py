@@ -928,3 +928,47 @@ async def run_sql(database_url: str, statement: str) -> None:
         await connection.execute(statement)
     finally:
         await connection.close()
+
+
+REFUSE_BOOM_SQLITE = (
+    "CREATE TRIGGER refuse_boom BEFORE INSERT ON events WHEN NEW.type = 'boom'"
+    " BEGIN SELECT RAISE(ABORT, 'boom refused'); END"
+)
+REFUSE_BOOM_POSTGRES = (
+    "CREATE OR REPLACE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    " IF NEW.type = 'boom' THEN RAISE EXCEPTION 'boom refused'; END IF; RETURN NEW; END $$;"
+    " CREATE TRIGGER refuse_boom BEFORE INSERT ON events"
+    " FOR EACH ROW EXECUTE FUNCTION refuse_boom()"
+)
+
+
+async def test_a_batch_stored_for_some_people_only_says_so_and_its_retry_stores_the_rest_once(
+    serve: ServeApp, database_url: str
+) -> None:
+    """Two unrelated people in one server-side batch commit apart: when only one person's events
+    fail, the 503 says part was stored, and the retry stores the rest with nothing twice."""
+    sqlite = database_url.startswith("sqlite")
+    batch = {
+        "events": [
+            {"id": "ann-1", "type": "fine", "user_id": "ann"},
+            {"id": "bob-1", "type": "boom", "user_id": "bob"},
+        ]
+    }
+    async with serve() as served:
+        client = served.client
+        await create_source(client, "web")
+        source = await client.get("/api/sources/web", headers=ADMIN)
+        key = {"Authorization": f"Bearer {source.json()['write_key']}"}
+        await run_sql(database_url, REFUSE_BOOM_SQLITE if sqlite else REFUSE_BOOM_POSTGRES)
+        failed = await client.post("/api/v1/events", json=batch, headers=key)
+        stored_meanwhile = await client.get("/api/events", headers=ADMIN)
+        await run_sql(database_url, "DROP TRIGGER refuse_boom" + ("" if sqlite else " ON events"))
+        retried = await client.post("/api/v1/events", json=batch, headers=key)
+        history = await client.get("/api/events", headers=ADMIN)
+
+    assert failed.status_code == 503
+    assert failed.json()["error"]["code"] == "partly_stored"
+    assert [e["external_id"] for e in stored_meanwhile.json()["items"]] == ["ann-1"]
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["duplicates"] == ["ann-1"]
+    assert sorted(e["external_id"] for e in history.json()["items"]) == ["ann-1", "bob-1"]

@@ -16,7 +16,6 @@ As at Amplitude, a refusal stores nothing and an unknown key is a 400 (`Invalid 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,10 +30,12 @@ from beacon.ingest.commit import CommitFailed, CommitterStopped
 from beacon.ingest.http import HttpRequest, decode_json, read_body, refuse_nul
 from beacon.ingest.pipeline import (
     IngestEdge,
+    PartlyCommitted,
     RawEvent,
     check_count,
-    commit,
+    commit_chains,
     reject,
+    same_person_chains,
     validate_events,
 )
 from beacon.ingest.schemas import ID_MAX
@@ -344,29 +345,8 @@ def commands_for(
         )
         for (user_id, device_id), (stored, ops) in people.items()
     ]
-    return [[commands[i] for i in chain] for chain in chains(list(people))]
-
-
-def chains(people: list[Person]) -> list[list[int]]:
-    """Group the indices of `people` that share a user id or a device id, in order."""
-    parent = list(range(len(people)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first: dict[tuple[int, str], int] = {}
-    for index, person in enumerate(people):
-        for kind, value in enumerate(person):
-            if value is not None:
-                a, b = root(index), root(first.setdefault((kind, value), index))
-                parent[max(a, b)] = min(a, b)
-    grouped: dict[int, list[int]] = {}
-    for index in range(len(people)):
-        grouped.setdefault(root(index), []).append(index)
-    return list(grouped.values())
+    named = [[(kind, value) for kind, value in enumerate(p) if value is not None] for p in people]
+    return [[commands[i] for i in chain] for chain in same_person_chains(named)]
 
 
 async def store_upload(
@@ -379,18 +359,13 @@ async def store_upload(
     events = read_events(body, raw)
     accepted = await validate_events(edge, [e.event for e in events], received_at=received_at)
     chained = commands_for(source, received_at, events, accepted)
-    await asyncio.gather(*(_commit_in_order(edge, chain, path) for chain in chained))
+    await commit_chains(edge, chained, endpoint=path)
     return {
         "code": 200,
         "events_ingested": len(accepted),
         "payload_size_bytes": len(body),
         "server_upload_time": (received_at - EPOCH) // timedelta(milliseconds=1),
     }
-
-
-async def _commit_in_order(edge: IngestEdge, commands: list[TrackCommand], path: str) -> None:
-    for command in commands:
-        await commit(edge, command, endpoint=path)
 
 
 def _count(raw: Any) -> int:
@@ -417,6 +392,9 @@ def amplitude_endpoint(path: str) -> Endpoint:
                 edge, error, endpoint=path, source_id=attributable, payload=body, events=_count(raw)
             )
             return answer(error)
+        except PartlyCommitted as exc:
+            # Amplitude's SDKs retry a 503; events already stored are known by their insert_id.
+            return 503, {"code": 503, "error": f"Service unavailable: {exc}"}
         except (CommitterStopped, CommitFailed) as exc:
             # Amplitude's SDKs retry a 503, and nothing of the upload was stored.
             return 503, {"code": 503, "error": f"Service unavailable: nothing was stored ({exc})"}

@@ -7,6 +7,8 @@ what can be attributed to a source in the dead-letter table.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +29,7 @@ from beacon.ingest.commands import (
     TrackOutcome,
     WriteCommand,
 )
-from beacon.ingest.commit import GroupCommitter
+from beacon.ingest.commit import CommitFailed, GroupCommitter
 from beacon.settings import Settings
 from beacon.sources.service import SourceCatalog, SourceInfo
 
@@ -175,6 +177,68 @@ async def commit(edge: IngestEdge, command: TrackCommand, *, endpoint: str) -> T
     outcome: TrackOutcome = await edge.committer.submit(command)
     edge.metrics.accepted(endpoint).inc(len(outcome.published_event_ids))
     return outcome
+
+
+class PartlyCommitted(CommitFailed):
+    """Some of a request's people were stored before the failure: a retry stores the rest, and
+    events carrying ids are stored once."""
+
+
+def same_person_chains(people: Sequence[Iterable[Hashable]]) -> list[list[int]]:
+    """Group the indices of `people` (each given by its identities) that share an identity.
+
+    People in different chains cannot be one profile, so chains may commit concurrently; within
+    a chain, in batch order, each commit sees the identities the one before created (a device's
+    events, then its user's identify, land on one profile).
+    """
+    parent = list(range(len(people)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first_holder: dict[Hashable, int] = {}
+    for index, identities in enumerate(people):
+        for identity in identities:
+            a, b = root(index), root(first_holder.setdefault(identity, index))
+            parent[max(a, b)] = min(a, b)
+    chains: dict[int, list[int]] = {}
+    for index in range(len(people)):
+        chains.setdefault(root(index), []).append(index)
+    return list(chains.values())
+
+
+async def commit_chains(
+    edge: IngestEdge, chains: list[list[TrackCommand]], *, endpoint: str
+) -> list[TrackOutcome]:
+    """Commit each chain's commands in order, the chains concurrently; return every outcome.
+
+    Raises the failure when nothing was stored, `PartlyCommitted` when some people were.
+    """
+
+    async def in_order(chain: list[TrackCommand]) -> tuple[list[TrackOutcome], Exception | None]:
+        done: list[TrackOutcome] = []
+        for command in chain:
+            try:
+                done.append(await commit(edge, command, endpoint=endpoint))
+            except Exception as exc:
+                return done, exc
+        return done, None
+
+    results = await asyncio.gather(*(in_order(chain) for chain in chains))
+    outcomes = [outcome for done, _ in results for outcome in done]
+    failures = [exc for _, exc in results if exc is not None]
+    if not failures:
+        return outcomes
+    if not outcomes:
+        raise failures[0]
+    stored = sum(len(o.published_event_ids) for o in outcomes)
+    raise PartlyCommitted(
+        f"the events of some people ({stored}) were stored before {failures[0]}; retry the"
+        " request: events carrying ids are stored once"
+    ) from failures[0]
 
 
 async def reject(

@@ -12,7 +12,6 @@ The short paths analytics.js posts to (`/v1/t`, `/v1/b`, …) are served too.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,11 +26,13 @@ from beacon.ingest.commit import CommitFailed, CommitterStopped
 from beacon.ingest.http import HttpRequest, decode_json, read_body, refuse_nul
 from beacon.ingest.pipeline import (
     IngestEdge,
+    PartlyCommitted,
     RawEvent,
     check_count,
-    commit,
+    commit_chains,
     event_time,
     reject,
+    same_person_chains,
     validate_events,
 )
 from beacon.ingest.schemas import ID_MAX
@@ -269,18 +270,35 @@ def _where(loc: Loc) -> str:
     return text or "body"
 
 
+@dataclass(slots=True)
+class PersonCalls:
+    """One person's commands in call order, and every id they are named by (an alias's
+    `previousId` may be a user id or an anonymous id)."""
+
+    identities: set[tuple[str, str]]
+    commands: list[TrackCommand]
+
+
 def commands_for(
     source: SourceInfo, received_at: datetime, calls: list[Call], events: list[NewEvent]
-) -> list[list[TrackCommand]]:
+) -> list[PersonCalls]:
     """Group the calls per person, in order; another alias of the same person starts a new
     command, so each command carries one `previous_id`."""
-    people: dict[Person, list[TrackCommand]] = {}
+    people: dict[Person, PersonCalls] = {}
     for call, event in zip(calls, events, strict=True):
-        commands = people.setdefault(call.person, [])
+        user_id, anonymous_id = call.person
+        found = people.get(call.person)
+        if found is None:
+            named = {("user_id", user_id)} if user_id else set()
+            named |= {("anonymous_id", anonymous_id)} if anonymous_id else set()
+            found = people[call.person] = PersonCalls(named, [])
+        if call.previous_id is not None:
+            found.identities |= {("user_id", call.previous_id), ("anonymous_id", call.previous_id)}
+        commands = found.commands
         person = commands[-1].identify if commands else None
         another_alias = person is not None and person.previous_id not in (None, call.previous_id)
         if person is None or (call.previous_id is not None and another_alias):
-            person = Identify(user_id=call.person[0], anonymous_id=call.person[1])
+            person = Identify(user_id=user_id, anonymous_id=anonymous_id)
             commands.append(
                 TrackCommand(
                     source_id=source.id, received_at=received_at, events=[], save_session=False
@@ -300,7 +318,7 @@ def commands_for(
 async def store_calls(
     edge: IngestEdge, source: SourceInfo, body: bytes, raw: Any, *, call: str | None, path: str
 ) -> None:
-    """Store a request's calls, each person's in order, the people concurrently."""
+    """Store a request's calls in order per person; people sharing no id commit concurrently."""
     received_at = edge.clock.now()
     try:
         refuse_nul(body, raw)
@@ -317,7 +335,9 @@ async def store_calls(
         problems = [_renamed(p, batch=call is None) for p in error.problems]
         raise ClientError(error.status, error.code, summary(problems), problems) from error
     people = commands_for(source, received_at, calls, events)
-    await asyncio.gather(*(_commit_in_order(edge, commands, path) for commands in people))
+    chains = same_person_chains([person.identities for person in people])
+    commands = [[c for i in chain for c in people[i].commands] for chain in chains]
+    await commit_chains(edge, commands, endpoint=path)
 
 
 def _renamed(problem: Problem, *, batch: bool) -> Problem:
@@ -327,11 +347,6 @@ def _renamed(problem: Problem, *, batch: bool) -> Problem:
         rest = tuple("timestamp" if part == "time" else part for part in loc[2:])
         loc = ("batch", loc[1], *rest) if batch else rest
     return Problem(loc, problem.msg, problem.type)
-
-
-async def _commit_in_order(edge: IngestEdge, commands: list[TrackCommand], path: str) -> None:
-    for command in commands:
-        await commit(edge, command, endpoint=path)
 
 
 async def authenticate(edge: IngestEdge, key: str | None) -> SourceInfo | None:
@@ -378,6 +393,8 @@ def segment_endpoint(call: str | None) -> Endpoint:
                 edge, error, endpoint=path, source_id=attributable, payload=body, events=_count(raw)
             )
             return answer_error(error)
+        except PartlyCommitted as exc:  # calls already stored are known by their messageId
+            return 503, {"success": False, "code": "partly_stored", "message": str(exc)}
         except (CommitterStopped, CommitFailed) as exc:
             code = "shutting_down" if isinstance(exc, CommitterStopped) else "storage_unavailable"
             return 503, {"success": False, "code": code, "message": f"nothing was stored ({exc})"}

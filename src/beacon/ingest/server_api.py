@@ -10,7 +10,6 @@ is created when Beacon does not know them yet:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from datetime import datetime
@@ -20,13 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from beacon.core.errors import ClientError, Problem
 from beacon.identity.actions import Identify
-from beacon.ingest.commands import NewEvent, TrackCommand, TrackOutcome
+from beacon.ingest.commands import NewEvent, TrackCommand
 from beacon.ingest.http import HttpRequest, refuse_nul
 from beacon.ingest.pipeline import (
     IngestEdge,
     RawEvent,
     check_count,
-    commit,
+    commit_chains,
+    same_person_chains,
     shape_problems,
     validate_events,
 )
@@ -133,15 +133,12 @@ async def server_events(
     groups: dict[tuple[str | None, ...], list[tuple[ServerEvent, NewEvent]]] = {}
     for event, new in zip(events, accepted, strict=True):
         groups.setdefault(event.person(), []).append((event, new))
+    persons = list(groups)
     chains = [
-        [command_for(source, received_at, groups[person]) for person in chain]
-        for chain in same_person_chains(list(groups))
+        [command_for(source, received_at, groups[persons[i]]) for i in chain]
+        for chain in same_person_chains([identities(person) for person in persons])
     ]
-    outcomes = [
-        outcome
-        for chain_outcomes in await asyncio.gather(*(commit_in_order(edge, c) for c in chains))
-        for outcome in chain_outcomes
-    ]
+    outcomes = await commit_chains(edge, chains, endpoint="/api/v1/events")
     placed: dict[str, str | None] = {}
     duplicates: list[str] = []
     for outcome in outcomes:
@@ -154,38 +151,9 @@ async def server_events(
     }
 
 
-def same_person_chains(
-    persons: list[tuple[str | None, ...]],
-) -> list[list[tuple[str | None, ...]]]:
-    """Split the batch's persons into chains that share an identity, keeping batch order.
-
-    Persons in different chains cannot be the same profile, so their chains commit concurrently;
-    within a chain each commit sees the identities the one before it created (an `identify` by
-    user id and email, then an event by email alone, lands on one profile).
-    """
-    parent = list(range(len(persons)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first_holder: dict[tuple[int, str], int] = {}
-    for i, person in enumerate(persons):
-        for kind, value in enumerate(person):
-            if value is None:
-                continue
-            holder = first_holder.setdefault((kind, value), i)
-            parent[root(i)] = root(holder)
-    chains: dict[int, list[tuple[str | None, ...]]] = {}
-    for i, person in enumerate(persons):
-        chains.setdefault(root(i), []).append(person)
-    return list(chains.values())
-
-
-async def commit_in_order(edge: IngestEdge, chain: list[TrackCommand]) -> list[TrackOutcome]:
-    return [await commit(edge, command, endpoint="/api/v1/events") for command in chain]
+def identities(person: tuple[str | None, ...]) -> list[tuple[int, str]]:
+    """The (kind, value) pairs a person is named by (kind: position in `ServerEvent.person`)."""
+    return [(kind, value) for kind, value in enumerate(person) if value is not None]
 
 
 def command_for(
