@@ -9,9 +9,10 @@ from typing import Any
 
 import httpx
 
+from beacon_sdk.batching import request_body
 from beacon_sdk.errors import DeliveryError, RejectedError
 from beacon_sdk.event import Event
-from beacon_sdk.retry import parse_retry_after
+from beacon_sdk.retry import RetryPolicy, parse_retry_after
 
 log = logging.getLogger("beacon_sdk")
 
@@ -27,6 +28,50 @@ class Verdict:
     retry_after: float | None = None
     status: int | None = None
     error: Exception | None = None
+
+
+class Delivery:
+    """One batch on its way: its request body, and what each attempt's verdict means for it.
+
+    The client makes the attempts and waits between them; this decides, and reports the batch
+    to `on_error` when it is given up.
+    """
+
+    def __init__(
+        self,
+        events: list[Event],
+        *,
+        retry: RetryPolicy,
+        on_error: OnError | None,
+        compress: bool,
+    ) -> None:
+        self.events = events
+        self.body, self.headers = request_body(events, compress=compress)
+        self._retry = retry
+        self._on_error = on_error
+        self._attempts = 0
+        self._status: int | None = None
+
+    def next_wait(self, verdict: Verdict) -> float | None:
+        """Count an attempt; return the seconds to wait before the next, None once settled."""
+        retry = self._attempts
+        self._attempts += 1
+        self._status = verdict.status
+        if verdict.delivered:
+            return None
+        if not verdict.retryable or retry == self._retry.max_retries:
+            report(self._on_error, give_up(verdict, self._attempts), self.events)
+            return None
+        return self._retry.delay(retry, verdict.retry_after)
+
+    def stop(self) -> None:
+        """Report the batch: the client shut down while it waited to try again."""
+        stopped = DeliveryError(
+            "the client shut down before the batch was delivered",
+            attempts=self._attempts,
+            status=self._status,
+        )
+        report(self._on_error, stopped, self.events)
 
 
 def judge_response(response: httpx.Response) -> Verdict:

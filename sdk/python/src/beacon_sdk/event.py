@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from datetime import time as time_of_day
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from beacon_sdk.version import VERSION
 
@@ -25,6 +25,20 @@ class Event:
     id: str
     data: dict[str, Any]
     encoded: bytes
+
+
+class EventFields(TypedDict, total=False):
+    """What `track` takes besides the event type: `build_event`'s keyword arguments."""
+
+    user_id: str | int | None
+    email: str | None
+    anonymous_id: str | None
+    profile_id: str | None
+    properties: dict[str, Any] | None
+    context: dict[str, Any] | None
+    traits: dict[str, Any] | None
+    time: datetime | None
+    event_id: str | None
 
 
 def build_event(
