@@ -33,8 +33,8 @@ test: install-dev
 	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 check: install-dev
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench sdk
+	$(BIN)/ruff format --check src tests bench sdk
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

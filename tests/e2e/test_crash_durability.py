@@ -14,10 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -30,6 +27,8 @@ import asyncpg
 import httpx
 import pytest
 from redis.asyncio import Redis
+
+from tests.beacon_process import DEADLINE_S, POLL_S, BeaconProcess, remaining
 
 pytestmark = pytest.mark.e2e
 
@@ -44,21 +43,6 @@ PARTITIONS = 8  # BEACON_BUS_PARTITIONS' default: the server publishes to {prefi
 GROUP = "e2e-test"
 CLIENTS = 8
 ACKNOWLEDGED_BEFORE_KILL = 300  # requests
-DEADLINE_S = 30.0
-POLL_S = 0.1
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def remaining(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    assert left > 0, f"not done within {DEADLINE_S} s"
-    return left
 
 
 # --- databases -----------------------------------------------------------------------------------
@@ -105,87 +89,10 @@ async def query(database_url: str, sql: str) -> list[tuple[Any, ...]]:
 # --- the server process --------------------------------------------------------------------------
 
 
-@dataclass
-class Beacon:
-    """Runs `python -m beacon` against one database, as an operator would."""
-
-    env: dict[str, str]
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def cli(self, *args: str) -> None:
-        result = subprocess.run(
-            [sys.executable, "-m", "beacon", *args],
-            env=self.env,
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            timeout=DEADLINE_S * 2,
-        )
-        assert result.returncode == 0, f"beacon {' '.join(args)}: {result.stdout}{result.stderr}"
-
-    async def start(self) -> subprocess.Popen[bytes]:
-        """Start `beacon serve` and wait until /readyz answers 200."""
-        log_path = self.workdir / f"server-{len(self.processes)}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "beacon", "serve", "--port", str(self.port)],
-                env=self.env,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.processes.append(process)
-        deadline = time.monotonic() + DEADLINE_S
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=2.0) as http:
-            while True:
-                returncode = process.poll()
-                assert returncode is None, f"server exited ({returncode}): {log_path.read_text()}"
-                with contextlib.suppress(httpx.TransportError):
-                    if (await http.get("/readyz")).status_code == 200:
-                        return process
-                await asyncio.sleep(min(POLL_S, remaining(deadline)))
-
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        """Start `beacon worker` (the bus consumers as their own process)."""
-        log_path = self.workdir / f"worker-{len(self.processes)}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "beacon", "worker"],
-                env=self.env,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.processes.append(process)
-        return process
-
-    def kill(self, process: subprocess.Popen[bytes]) -> None:
-        if process.poll() is None:
-            process.kill()
-        process.wait(DEADLINE_S)
-
-    def kill_all(self) -> None:
-        for process in self.processes:
-            self.kill(process)
-
-
 @contextlib.contextmanager
-def beacon_on(database_url: str, workdir: Path, **settings: str) -> Iterator[Beacon]:
-    """A Beacon installation on `database_url`; every server it started is killed afterwards."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
-    env.update(
-        BEACON_DATABASE_URL=database_url,
-        BEACON_ADMIN_TOKEN=ADMIN_TOKEN,
-        BEACON_LOG_LEVEL="warning",
-        **{f"BEACON_{name.upper()}": value for name, value in settings.items()},
-    )
-    beacon = Beacon(env=env, workdir=workdir)
+def beacon_on(database_url: str, workdir: Path, **settings: str) -> Iterator[BeaconProcess]:
+    """A Beacon installation on `database_url`; every process it started is killed afterwards."""
+    beacon = BeaconProcess.on(database_url, workdir, admin_token=ADMIN_TOKEN, settings=settings)
     try:
         beacon.cli("migrate")
         beacon.cli("sources", "create", "End-to-end test", "--id", SOURCE_ID)
@@ -249,26 +156,26 @@ async def track_until_stopped(http: httpx.AsyncClient, load: Load, stop: asyncio
             load.enough.set()
 
 
-async def load_then_crash_and_restart(beacon: Beacon, database_url: str) -> Load:
+async def load_then_crash_and_restart(beacon: BeaconProcess, database_url: str) -> Load:
     """Send load, SIGKILL the server mid-load, restart it and wait for the outbox to drain."""
-    server = await beacon.start()
+    await beacon.astart()
     load = Load()
     stop = asyncio.Event()
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
-    async with httpx.AsyncClient(base_url=beacon.base_url, timeout=10.0, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=beacon.url, timeout=10.0, limits=limits) as http:
         clients = [
             asyncio.create_task(track_until_stopped(http, load, stop)) for _ in range(CLIENTS)
         ]
         try:
             await asyncio.wait_for(load.enough.wait(), DEADLINE_S)
             assert not load.rejected, load.rejected
-            beacon.kill(server)  # SIGKILL while the clients still send
+            beacon.kill()  # SIGKILL while the clients still send
         finally:
             stop.set()
             await asyncio.wait_for(asyncio.gather(*clients), DEADLINE_S)
     assert not load.rejected, load.rejected
 
-    await beacon.start()
+    await beacon.astart()
     deadline = time.monotonic() + DEADLINE_S
     while (await query(database_url, "SELECT count(*) FROM outbox"))[0][0] > 0:
         await asyncio.sleep(min(POLL_S, remaining(deadline)))
@@ -391,10 +298,10 @@ async def test_worker_process_consumes_what_servers_publish_to_redis(
     with beacon_on(
         database_url, tmp_path, bus_url=REDIS_URL, bus_prefix=redis_group.prefix
     ) as beacon:
-        await beacon.start()
+        await beacon.astart()
         load = Load()
         stop = asyncio.Event()
-        async with httpx.AsyncClient(base_url=beacon.base_url, timeout=10.0) as http:
+        async with httpx.AsyncClient(base_url=beacon.url, timeout=10.0) as http:
             clients = [asyncio.create_task(track_until_stopped(http, load, stop)) for _ in range(4)]
             await asyncio.wait_for(load.enough.wait(), DEADLINE_S)
             stop.set()
@@ -406,7 +313,7 @@ async def test_worker_process_consumes_what_servers_publish_to_redis(
         )
         assert seen == [(0,)]
 
-        worker = beacon.start_worker()
+        worker = beacon.spawn("worker", log="worker.log")
         deadline = time.monotonic() + DEADLINE_S
         while True:
             assert worker.poll() is None, "beacon worker exited"

@@ -11,10 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -29,6 +25,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+from tests.beacon_process import DEADLINE_S, POLL_S, BeaconProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -50,8 +48,6 @@ CHROMIUM_ARGS = [
 ADMIN_TOKEN = "e2e-admin-token"
 SOURCE_ID = "shop"
 TITLE = "Chaussures été | Shop"
-DEADLINE_S = 30.0
-POLL_S = 0.1
 TRACKER_JS = files("beacon.tracker").joinpath("tracker.js").read_bytes()
 # The snippet of the README: calls made before tracker.js has loaded wait in a queue.
 SNIPPET = (
@@ -61,13 +57,6 @@ SNIPPET = (
 )
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def until(check: Callable[[], Awaitable[T]], what: str, timeout: float = DEADLINE_S) -> T:
@@ -95,59 +84,10 @@ async def until_true(predicate: Callable[[], bool], what: str) -> None:
 
 
 @dataclass
-class BeaconServer:
-    env: dict[str, str]
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    starts: int = 0
+class BeaconServer(BeaconProcess):
+    """The Beacon the pages send to, with the admin API calls the tests make of it."""
+
     write_key: str = ""
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def cli(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "beacon", *args],
-            env=self.env,
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            timeout=DEADLINE_S * 2,
-        )
-        assert result.returncode == 0, f"beacon {' '.join(args)}: {result.stdout}{result.stderr}"
-        return result.stdout
-
-    async def start(self) -> None:
-        """Start `beacon serve` and wait until /readyz answers 200."""
-        log_path = self.workdir / f"server-{self.starts}.log"
-        self.starts += 1
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "beacon", "serve", "--port", str(self.port)],
-                env=self.env,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        process = self.process
-        async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as http:
-
-            async def ready() -> bool:
-                code = process.poll()
-                assert code is None, f"server exited ({code}): {log_path.read_text()}"
-                with contextlib.suppress(httpx.TransportError):
-                    return (await http.get("/readyz")).status_code == 200
-                return False
-
-            await until(ready, "the server to be ready")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(DEADLINE_S)
-        self.process = None
 
     async def events(self) -> list[dict[str, Any]]:
         """Every event the source has stored, through the admin API."""
@@ -274,23 +214,18 @@ def site() -> Iterator[Site]:
 @pytest.fixture
 async def beacon(site: Site, tmp_path: Path) -> AsyncIterator[BeaconServer]:
     """A running Beacon on SQLite whose source `shop` takes browser events from `site` only."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
-    env.update(
-        BEACON_DATABASE_URL=f"sqlite:///{tmp_path / 'beacon.db'}",
-        BEACON_ADMIN_TOKEN=ADMIN_TOKEN,
-        BEACON_LOG_LEVEL="warning",
-    )
-    server = BeaconServer(env=env, workdir=tmp_path)
+    database_url = f"sqlite:///{tmp_path / 'beacon.db'}"
+    server = BeaconServer.on(database_url, tmp_path, admin_token=ADMIN_TOKEN)
     try:
         server.cli("migrate")
         created = server.cli(
             "sources", "create", "Shop", "--id", SOURCE_ID, "--origin", site.origin
         )
         server.write_key = created.split("write key ", 1)[1].split(")", 1)[0]
-        await server.start()
+        await server.astart()
         yield server
     finally:
-        server.stop()
+        server.kill()
 
 
 @pytest.fixture
@@ -462,7 +397,7 @@ async def test_events_queued_while_the_server_is_down_are_delivered_once_it_is_b
     before = await tracked_id(page, "beacon.track('before', {})")
     await beacon.wait_for_events(before)
 
-    beacon.stop()
+    beacon.kill()
     down = [await tracked_id(page, f"beacon.track('while-down', {{n: {n}}})") for n in (1, 2)]
     await until_true(lambda: bool(failed), "a failed attempt to send")
     # The queue survives a reload, and the tracker on the new page sends it too.
@@ -474,7 +409,7 @@ async def test_events_queued_while_the_server_is_down_are_delivered_once_it_is_b
     left_over = await stored_value(page, "queue")
     assert [item["e"]["id"] for item in left_over] == down
 
-    await beacon.start()
+    await beacon.astart()
     await beacon.wait_for_events(*down)
     await until(lambda: queue_is_empty(page), "the tracker to empty its queue")
 

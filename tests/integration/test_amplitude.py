@@ -6,18 +6,13 @@ test points Amplitude's own Python SDK at a real `beacon serve` process.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import gzip
 import logging
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +23,8 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from beacon.identity.models import Identity, Profile
+from tests.beacon_process import BeaconProcess
+from tests.conftest import ADMIN_TOKEN
 from tests.integration.conftest import ADMIN, all_events
 
 PATHS = ["/2/httpapi", "/batch"]
@@ -789,52 +786,6 @@ async def test_other_methods_are_not_a_500(http: httpx.AsyncClient) -> None:
 # --- Amplitude's own Python SDK against a real server --------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def running_server(database_url: str, workdir: Path) -> Iterator[str]:
-    """`python -m beacon serve` on the test's database; yield its base URL."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
-    env.update(
-        BEACON_DATABASE_URL=database_url,
-        BEACON_ADMIN_TOKEN=ADMIN["Authorization"].removeprefix("Bearer "),
-        BEACON_LOG_LEVEL="warning",
-    )
-    log_path = workdir / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "beacon", "serve", "--port", str(port), "--no-migrate"],
-            env=env,
-            cwd=workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, f"server exited: {log_path.read_text()}"
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, f"server not ready: {log_path.read_text()}"
-            time.sleep(0.1)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(15)
-
-
 class _Outcomes:
     """What the SDK reports for each event: (event_type, status code, message)."""
 
@@ -879,7 +830,11 @@ def test_amplitude_python_sdk_sends_to_a_running_server(
     from amplitude import Amplitude, BaseEvent, Config, EventOptions, Identify
 
     path = "/batch" if use_batch else "/2/httpapi"
-    with running_server(database_url, tmp_path) as base_url:
+    server = BeaconProcess.on(
+        database_url, tmp_path, admin_token=ADMIN_TOKEN, serve_args=("--no-migrate",)
+    )
+    with server.running():
+        base_url = server.url
         admin = httpx.Client(base_url=base_url, headers=ADMIN, timeout=10)
         created = admin.post("/api/sources", json={"id": "sdk", "name": "Amplitude SDK"})
         assert created.status_code == 201, created.text

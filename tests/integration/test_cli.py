@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import re
 import shlex
 import shutil
@@ -28,6 +27,7 @@ from beacon.app import create_app
 from beacon.core import jsonio
 from beacon.core.db import create_engine
 from beacon.identity.models import Erasure
+from tests.beacon_process import beacon_env
 from tests.conftest import make_settings
 from tests.integration.conftest import (
     ADMIN,
@@ -60,10 +60,10 @@ class Cli:
     cwd: Path
 
     def __call__(self, *args: str, stdin: str = "", **env: str) -> Result:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
+        environment = beacon_env(self.database_url)
         # Not a terminal, so Rich lays output out for 80 columns, as in a narrow terminal.
         environment.pop("COLUMNS", None)
-        environment.update(BEACON_DATABASE_URL=self.database_url, **env)
+        environment.update(env)
         done = subprocess.run(
             [sys.executable, "-m", "beacon", *args],
             env=environment,

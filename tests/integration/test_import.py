@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -29,6 +27,7 @@ from beacon.imports.runner import FileResult, ImportOptions, NoWatcher
 from beacon.imports.service import import_files
 from beacon.imports.state import Progress, Tally
 from beacon.settings import Settings
+from tests.beacon_process import BeaconProcess, beacon_env
 from tests.integration.conftest import ADMIN, all_events
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -543,17 +542,7 @@ async def test_event_type_schemas_apply_to_imported_events(
 
 
 def beacon(database_url: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
-    env["BEACON_DATABASE_URL"] = database_url
-    return subprocess.run(
-        [sys.executable, "-m", "beacon", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return BeaconProcess(beacon_env(database_url), cwd).run(*args)
 
 
 async def test_the_command_imports_gzip_files_and_prints_a_summary(
@@ -619,21 +608,19 @@ async def test_a_killed_import_resumes_and_stores_every_row_once(
     ]
     file = write_lines(tmp_path / "big.ndjson", rows)
     state = tmp_path / "big.ndjson.import-state.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
-    env["BEACON_DATABASE_URL"] = database_url
-    command = [sys.executable, "-m", "beacon", "import", str(file), "--source", "web"]
-    process = subprocess.Popen(
-        [*command, "--batch-size", "200"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL
-    )
+    importer = BeaconProcess(beacon_env(database_url), tmp_path)
+    command = ["import", str(file), "--source", "web"]
+    process = importer.spawn(*command, "--batch-size", "200", log="import.log")
     deadline = time.monotonic() + 60
     while not state.exists() and process.poll() is None and time.monotonic() < deadline:
         await asyncio.sleep(0.005)
     process.send_signal(signal.SIGKILL)  # a crash: no chance to save anything more
     process.wait(10)
-    assert process.returncode == -signal.SIGKILL, "the import ended before it could be killed"
+    log = (tmp_path / "import.log").read_text()
+    assert process.returncode == -signal.SIGKILL, f"the import ended before it was killed: {log}"
     stored_then = len(await all_events(client, source_id=source_id))
 
-    done = beacon(database_url, tmp_path, "import", str(file), "--source", "web")
+    done = importer.run(*command)
 
     assert done.returncode == 0, done.stderr
     assert "resumed after line" in done.stdout

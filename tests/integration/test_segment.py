@@ -7,16 +7,9 @@ Segment's own Python SDK at a real `beacon serve` process.
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import gzip
-import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.beacon_process import BeaconProcess
+from tests.conftest import ADMIN_TOKEN
 from tests.integration.conftest import ADMIN, all_events
 
 # The examples of Segment's HTTP API documentation ("HTTP API Source"), as published.
@@ -780,58 +775,16 @@ async def test_refused_event_types_are_named_by_call(
 # --- Segment's own Python SDK against a real server --------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def running_server(database_url: str, workdir: Path) -> Iterator[str]:
-    """`python -m beacon serve` on the test's database; yield its base URL."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
-    env.update(
-        BEACON_DATABASE_URL=database_url,
-        BEACON_ADMIN_TOKEN=ADMIN["Authorization"].removeprefix("Bearer "),
-        BEACON_LOG_LEVEL="warning",
-    )
-    log_path = workdir / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "beacon", "serve", "--port", str(port), "--no-migrate"],
-            env=env,
-            cwd=workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, f"server exited: {log_path.read_text()}"
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, f"server not ready: {log_path.read_text()}"
-            time.sleep(0.1)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(15)
-
-
 @pytest.mark.e2e
 def test_segment_python_sdk_sends_to_a_running_server(database_url: str, tmp_path: Path) -> None:
     from segment.analytics import Client
     from segment.analytics.request import APIError
 
-    with running_server(database_url, tmp_path) as base_url:
+    server = BeaconProcess.on(
+        database_url, tmp_path, admin_token=ADMIN_TOKEN, serve_args=("--no-migrate",)
+    )
+    with server.running():
+        base_url = server.url
         admin = httpx.Client(base_url=base_url, headers=ADMIN, timeout=10)
         created = admin.post("/api/sources", json={"id": "sdk", "name": "Python SDK"})
         assert created.status_code == 201, created.text

@@ -11,10 +11,6 @@ import asyncio
 import contextlib
 import gzip
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,12 +22,11 @@ import asyncpg
 import httpx
 import pytest
 
+from tests.beacon_process import DEADLINE_S, POLL_S, BeaconProcess, remaining
 from tests.conftest import NO_POSTGRES, POSTGRES_URL
 
 ADMIN_TOKEN = "sdk-admin-token"
 SOURCE_ID = "sdk"
-DEADLINE_S = 30.0
-POLL_S = 0.05
 
 
 class Backoff(TypedDict):
@@ -42,91 +37,13 @@ class Backoff(TypedDict):
 FAST_RETRIES = Backoff(backoff_base=0.05, backoff_cap=0.2)  # retries within a fraction of a second
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def remaining(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    assert left > 0, f"not done within {DEADLINE_S} s"
-    return left
-
-
 @dataclass
-class BeaconServer:
-    """`python -m beacon` on one database; `start`, `stop` and `start` again."""
-
-    workdir: Path
-    database_url: str
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
-        env.update(
-            BEACON_DATABASE_URL=self.database_url,
-            BEACON_ADMIN_TOKEN=ADMIN_TOKEN,
-            BEACON_LOG_LEVEL="warning",
-        )
-        return env
-
-    def cli(self, *args: str) -> None:
-        result = subprocess.run(
-            [sys.executable, "-m", "beacon", *args],
-            env=self.env,
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            timeout=DEADLINE_S * 2,
-        )
-        assert result.returncode == 0, f"beacon {' '.join(args)}: {result.stdout}{result.stderr}"
-
-    def start(self) -> None:
-        """Start `beacon serve` and wait until /readyz answers 200."""
-        log_path = self.workdir / f"server-{self.starts}.log"
-        self.starts += 1
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "beacon", "serve", "--no-migrate", "--port", str(self.port)],
-                env=self.env,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + DEADLINE_S
-        with httpx.Client(base_url=self.base_url, timeout=2.0) as http:
-            while True:
-                returncode = self.process.poll()
-                assert returncode is None, f"server exited ({returncode}): {log_path.read_text()}"
-                with contextlib.suppress(httpx.TransportError):
-                    if http.get("/readyz").status_code == 200:
-                        return
-                time.sleep(min(POLL_S, remaining(deadline)))
-
-    def stop(self) -> None:
-        """Stop the server as an operator would (SIGTERM), killing it if it hangs."""
-        if self.process is None:
-            return
-        process, self.process = self.process, None
-        process.terminate()
-        try:
-            process.wait(DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(DEADLINE_S)
+class BeaconServer(BeaconProcess):
+    """A Beacon for the SDKs to send to, with the admin API calls the tests make of it."""
 
     def admin(self, path: str, **params: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        with httpx.Client(base_url=self.base_url, timeout=10.0, headers=headers) as http:
+        with httpx.Client(base_url=self.url, timeout=10.0, headers=headers) as http:
             return http.get(path, params=params)
 
     def write_key(self) -> str:
@@ -192,14 +109,13 @@ def database(backend: str, workdir: Path) -> Iterator[str]:
 def beacon_server(workdir: Path, backend: str) -> Iterator[BeaconServer]:
     """A migrated database with the `sdk` source, and its server running."""
     with database(backend, workdir) as database_url:
-        server = BeaconServer(workdir, database_url)
+        server = BeaconServer.on(
+            database_url, workdir, admin_token=ADMIN_TOKEN, serve_args=("--no-migrate",)
+        )
         server.cli("migrate")
         server.cli("sources", "create", "sdk", "--id", SOURCE_ID)
-        try:
-            server.start()
+        with server.running():
             yield server
-        finally:
-            server.stop()
 
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

@@ -8,14 +8,8 @@ import httpx
 import pytest
 
 from beacon_sdk import AsyncClient, DeliveryError, RejectedError
-from tests.sdk.conftest import (
-    DEADLINE_S,
-    FAST_RETRIES,
-    AsyncRecordingTransport,
-    BeaconServer,
-    Errors,
-    free_port,
-)
+from tests.beacon_process import DEADLINE_S, free_port
+from tests.sdk.conftest import FAST_RETRIES, AsyncRecordingTransport, BeaconServer, Errors
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +23,7 @@ async def test_tracked_events_are_stored_on_the_persons_profile(
 ) -> None:
     user = new_user()
     errors = Errors()
-    async with AsyncClient(write_key, beacon.base_url, on_error=errors) as client:
+    async with AsyncClient(write_key, beacon.url, on_error=errors) as client:
         ids = [
             await client.identify(user, traits={"plan": "team"}),
             await client.track("OrderPlaced", user_id=user, properties={"total": 10}),
@@ -49,7 +43,7 @@ async def test_batches_are_gzip_compressed_and_hold_several_events(
     user = new_user()
     transport = AsyncRecordingTransport()
     async with AsyncClient(
-        write_key, beacon.base_url, batch_size=5, flush_interval=60, transport=transport
+        write_key, beacon.url, batch_size=5, flush_interval=60, transport=transport
     ) as client:
         ids = [await client.track("Click", user_id=user, properties={"n": n}) for n in range(12)]
         assert await client.flush(timeout=DEADLINE_S)
@@ -62,7 +56,7 @@ async def test_batches_are_gzip_compressed_and_hold_several_events(
 
 async def test_closing_delivers_what_is_still_queued(beacon: BeaconServer, write_key: str) -> None:
     user = new_user()
-    client = AsyncClient(write_key, beacon.base_url, flush_interval=3600)
+    client = AsyncClient(write_key, beacon.url, flush_interval=3600)
     event_id = await client.track("Queued", user_id=user)
     await client.aclose()  # no flush first
 
@@ -71,7 +65,7 @@ async def test_closing_delivers_what_is_still_queued(beacon: BeaconServer, write
 
 async def test_sync_mode_sends_before_track_returns(beacon: BeaconServer, write_key: str) -> None:
     user = new_user()
-    async with AsyncClient(write_key, beacon.base_url, sync_mode=True) as client:
+    async with AsyncClient(write_key, beacon.url, sync_mode=True) as client:
         event_id = await client.track("Inline", user_id=user)
         assert [e["external_id"] for e in beacon.events_of(user)] == [event_id]
 
@@ -81,7 +75,7 @@ async def test_a_refused_batch_goes_to_on_error(beacon: BeaconServer) -> None:
     errors = Errors()
     transport = AsyncRecordingTransport()
     async with AsyncClient(
-        "not-a-write-key", beacon.base_url, on_error=errors, transport=transport
+        "not-a-write-key", beacon.url, on_error=errors, transport=transport
     ) as client:
         event_id = await client.track("Refused", user_id=user)
         assert await client.flush(timeout=DEADLINE_S)

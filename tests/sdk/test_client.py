@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from beacon_sdk import Client, QueueFullError
-from tests.sdk.conftest import DEADLINE_S, BeaconServer, Errors, RecordingTransport
+from tests.beacon_process import DEADLINE_S
+from tests.sdk.conftest import BeaconServer, Errors, RecordingTransport
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +25,7 @@ def test_tracked_events_are_stored_on_the_persons_profile(
     user = new_user()
     errors = Errors()
     shipped_at = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
-    with Client(write_key, beacon.base_url, on_error=errors) as client:
+    with Client(write_key, beacon.url, on_error=errors) as client:
         ids = [
             client.track("OrderPlaced", user_id=user, properties={"total": 42.5}),
             client.track(
@@ -53,7 +54,7 @@ def test_events_are_sent_several_per_request(beacon: BeaconServer, write_key: st
     user = new_user()
     transport = RecordingTransport()
     with Client(
-        write_key, beacon.base_url, batch_size=10, flush_interval=60, transport=transport
+        write_key, beacon.url, batch_size=10, flush_interval=60, transport=transport
     ) as client:
         ids = [client.track("PageViewed", user_id=user, properties={"n": n}) for n in range(25)]
         assert client.flush(timeout=DEADLINE_S)
@@ -67,7 +68,7 @@ def test_a_partial_batch_is_sent_after_the_flush_interval(
     beacon: BeaconServer, write_key: str
 ) -> None:
     user = new_user()
-    with Client(write_key, beacon.base_url, flush_interval=0.2) as client:
+    with Client(write_key, beacon.url, flush_interval=0.2) as client:
         event_id = client.track("Signup", user_id=user)
         stored = beacon.wait_for_events(user, 1)  # no flush: the interval sends it
 
@@ -80,7 +81,7 @@ def test_bodies_are_gzip_compressed_unless_turned_off(
 ) -> None:
     user = new_user()
     transport = RecordingTransport()
-    with Client(write_key, beacon.base_url, gzip=compress, transport=transport) as client:
+    with Client(write_key, beacon.url, gzip=compress, transport=transport) as client:
         event_id = client.track("Compressed", user_id=user, properties={"text": "x" * 2000})
         assert client.flush(timeout=DEADLINE_S)
 
@@ -100,7 +101,7 @@ def test_big_batches_are_split_under_the_request_size_limit(
 ) -> None:
     user = new_user()
     transport = RecordingTransport()
-    with Client(write_key, beacon.base_url, batch_size=100, transport=transport) as client:
+    with Client(write_key, beacon.url, batch_size=100, transport=transport) as client:
         ids = [
             client.track("Upload", user_id=user, properties={"n": n, "blob": "y" * 20_000})
             for n in range(40)  # 800 KB in all: more than one request may carry
@@ -119,7 +120,7 @@ def test_big_batches_are_split_under_the_request_size_limit(
 def test_identify_sets_the_persons_traits_and_email(beacon: BeaconServer, write_key: str) -> None:
     user = new_user()
     email = f"{user}@example.com"
-    with Client(write_key, beacon.base_url) as client:
+    with Client(write_key, beacon.url) as client:
         client.identify(user, traits={"plan": "pro", "seats": 3}, email=email)
         assert client.flush(timeout=DEADLINE_S)
         client.track("PaymentCompleted", email=email)  # by email alone: the same person
@@ -140,7 +141,7 @@ def test_one_batch_identifying_and_tracking_by_email_lands_on_one_profile(
 ) -> None:
     user = new_user()
     email = f"{user}@example.com"
-    with Client(write_key, beacon.base_url, flush_interval=60) as client:
+    with Client(write_key, beacon.url, flush_interval=60) as client:
         client.identify(user, email=email)
         client.track("PaymentCompleted", email=email)
         assert client.flush(timeout=DEADLINE_S)
@@ -151,7 +152,7 @@ def test_one_batch_identifying_and_tracking_by_email_lands_on_one_profile(
 def test_sync_mode_sends_before_track_returns(beacon: BeaconServer, write_key: str) -> None:
     user = new_user()
     transport = RecordingTransport()
-    with Client(write_key, beacon.base_url, sync_mode=True, transport=transport) as client:
+    with Client(write_key, beacon.url, sync_mode=True, transport=transport) as client:
         event_id = client.track("Inline", user_id=user)
         assert [sent.status for sent in transport.sent] == [200]
         assert [e["external_id"] for e in beacon.events_of(user)] == [event_id]
@@ -162,9 +163,7 @@ def test_a_full_queue_drops_its_oldest_events_and_reports_them(
 ) -> None:
     user = new_user()
     errors = Errors()
-    with Client(
-        write_key, beacon.base_url, max_queue=5, flush_interval=60, on_error=errors
-    ) as client:
+    with Client(write_key, beacon.url, max_queue=5, flush_interval=60, on_error=errors) as client:
         ids = [client.track("Burst", user_id=user, properties={"n": n}) for n in range(8)]
         assert client.dropped == 3
         assert client.flush(timeout=DEADLINE_S)

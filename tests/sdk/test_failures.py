@@ -13,16 +13,8 @@ import httpx
 import pytest
 
 from beacon_sdk import Client, DeliveryError, RejectedError
-from tests.sdk.conftest import (
-    DEADLINE_S,
-    FAST_RETRIES,
-    POLL_S,
-    BeaconServer,
-    Errors,
-    RecordingTransport,
-    free_port,
-    remaining,
-)
+from tests.beacon_process import DEADLINE_S, POLL_S, free_port, remaining
+from tests.sdk.conftest import FAST_RETRIES, BeaconServer, Errors, RecordingTransport
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +36,7 @@ def test_events_tracked_while_the_server_is_down_are_delivered_once_it_is_back(
     transport = RecordingTransport()
     client = Client(
         beacon.write_key(),
-        beacon.base_url,
+        beacon.url,
         max_retries=1000,
         on_error=errors,
         transport=transport,
@@ -74,7 +66,7 @@ def test_a_lost_answer_is_retried_and_stored_once(beacon: BeaconServer, write_ke
     transport = RecordingTransport(lose_answers=1)
     errors = Errors()
     with Client(
-        write_key, beacon.base_url, transport=transport, on_error=errors, **FAST_RETRIES
+        write_key, beacon.url, transport=transport, on_error=errors, **FAST_RETRIES
     ) as client:
         ids = [client.track("Checkout", user_id=user, properties={"n": n}) for n in range(3)]
         assert client.flush(timeout=DEADLINE_S)
@@ -92,7 +84,7 @@ def test_a_refused_batch_goes_to_on_error_and_is_not_retried(beacon: BeaconServe
     errors = Errors()
     transport = RecordingTransport()
     with Client(
-        "not-a-write-key", beacon.base_url, on_error=errors, transport=transport, **FAST_RETRIES
+        "not-a-write-key", beacon.url, on_error=errors, transport=transport, **FAST_RETRIES
     ) as client:
         ids = [client.track("Refused", user_id=user), client.track("Refused", user_id=user)]
         assert client.flush(timeout=DEADLINE_S)
@@ -155,7 +147,7 @@ client.track("ProcessExited", user_id=user, event_id=event_id)
 def test_events_are_sent_when_the_process_exits(beacon: BeaconServer, write_key: str) -> None:
     user, event_id = new_user(), str(uuid.uuid4())
     result = subprocess.run(
-        [sys.executable, "-c", EXITING_SCRIPT, write_key, beacon.base_url, user, event_id],
+        [sys.executable, "-c", EXITING_SCRIPT, write_key, beacon.url, user, event_id],
         capture_output=True,
         text=True,
         timeout=DEADLINE_S,
