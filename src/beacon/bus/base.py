@@ -46,3 +46,11 @@ class Bus(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - backends without resources have nothing to free
         """Release connections."""
+
+
+async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep up to `seconds`, waking early when `stop` is set (for backends' `consume` loops)."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass

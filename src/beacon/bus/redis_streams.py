@@ -10,7 +10,7 @@ Map of what lives in Redis (``P`` is ``partitions``, ``prefix`` defaults to ``be
 - ``{prefix}:lease:{group}:{topic}:{p}``: which consumer of the group reads partition ``p`` now
   (SET NX PX, renewed every ``lease_ms / 3``), and ``{prefix}:consumers:{group}:{topic}``: the
   group's live consumers (a sorted set of heartbeats), from which each takes its fair share of
-  ``ceil(P / live)`` partitions and gives back any surplus.
+  ``ceil(P / live)`` partitions and gives back any surplus (``redis_leases.py`` keeps them).
 
 Delivery is at least once. A batch is acknowledged (XACK) only after its handler returned; a batch
 whose handler raised stays pending, and so does everything a consumer had read when it crashed.
@@ -47,24 +47,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from beacon.bus.base import Bus, Subscription
+from beacon.bus.base import Bus, Subscription, sleep_unless_stopped
 from beacon.bus.messages import Envelope
+from beacon.bus.redis_leases import PartitionLeases
 
 log = structlog.get_logger()
 
 MESSAGE_FIELD = b"m"
 RECLAIM_INTERVAL_MAX_S = 5.0
 RECONNECT_DELAY_S = 1.0
-
-# Compare-and-set on the lease holder, so a consumer never extends or frees another's lease.
-RENEW_LEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
-return 0
-"""
-RELEASE_LEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -150,7 +141,7 @@ class _GroupReader:
         self.subscription = subscription
         self.group = subscription.name
         self.streams = bus.topic_streams(subscription.topic)
-        self.leases = _PartitionLeases(bus, self.group, subscription.topic)
+        self.leases = PartitionLeases(bus, self.group, subscription.topic)
         # Streams with a batch unacknowledged (failed, or in flight): read nothing newer from them.
         self.paused: set[str] = set()
         self.reclaim_interval_s = min(RECLAIM_INTERVAL_MAX_S, bus.reclaim_idle_ms / 1000)
@@ -187,7 +178,7 @@ class _GroupReader:
                 groups_ready = False
             except (RedisConnectionError, RedisTimeoutError):
                 log.warning("bus_redis_unavailable", subscriber=self.group, exc_info=True)
-                await _wait(stop, RECONNECT_DELAY_S)
+                await sleep_unless_stopped(stop, RECONNECT_DELAY_S)
 
     async def ensure_groups(self) -> None:
         for stream in self.streams:
@@ -213,7 +204,7 @@ class _GroupReader:
             if stream not in self.paused
         }
         if not readable:
-            await _wait(stop, self.bus.block_ms / 1000)
+            await sleep_unless_stopped(stop, self.bus.block_ms / 1000)
             return
         response = await self.redis.xreadgroup(
             self.group,
@@ -297,91 +288,6 @@ class _GroupReader:
         return True
 
 
-class _PartitionLeases:
-    """Gives each partition of a group's topic to one live consumer at a time, spread evenly."""
-
-    def __init__(self, bus: RedisStreamsBus, group: str, topic: str) -> None:
-        self.redis = bus.redis
-        self.group = group
-        self.consumer = bus.consumer_name
-        self.lease_ms = bus.lease_ms
-        self.members_key = f"{bus.prefix}:consumers:{group}:{topic}"
-        self.lease_keys = [f"{bus.prefix}:lease:{group}:{topic}:{p}" for p in range(bus.partitions)]
-        # Start the search at a consumer-specific partition so consumers rarely race for one.
-        first = zlib.crc32(self.consumer.encode()) % bus.partitions
-        self.preference = [(first + i) % bus.partitions for i in range(bus.partitions)]
-        self.renew_script = self.redis.register_script(RENEW_LEASE)
-        self.release_script = self.redis.register_script(RELEASE_LEASE)
-        # partition -> event-loop time until which the lease surely still holds
-        self.valid_until: dict[int, float] = {}
-        self.taken_over: set[int] = set()  # acquired; the last holder's pending not claimed yet
-        self.surplus: set[int] = set()  # over the fair share; the reader gives them back
-
-    def leased(self) -> list[int]:
-        """Return the partitions this consumer holds and may read now."""
-        now = asyncio.get_running_loop().time()
-        return [
-            p
-            for p, until in self.valid_until.items()
-            if until > now and p not in self.surplus and p not in self.taken_over
-        ]
-
-    async def keep(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.refresh()
-            except (RedisConnectionError, RedisTimeoutError):
-                log.warning("bus_lease_refresh_failed", subscriber=self.group, exc_info=True)
-            await _wait(stop, self.lease_ms / 3000)
-
-    async def refresh(self) -> None:
-        """Heartbeat, renew this consumer's leases, then take or give back its fair share."""
-        started = asyncio.get_running_loop().time()
-        until = started + self.lease_ms / 1000
-        seconds, micros = await self.redis.time()
-        now_ms = seconds * 1000 + micros // 1000
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(self.members_key, {self.consumer: now_ms})
-            pipe.zremrangebyscore(self.members_key, "-inf", now_ms - self.lease_ms)
-            pipe.pexpire(self.members_key, 2 * self.lease_ms)
-            pipe.zcard(self.members_key)
-            live = int((await pipe.execute())[-1])
-        share = -(-len(self.lease_keys) // max(live, 1))
-        for partition in list(self.valid_until):
-            key = self.lease_keys[partition]
-            if await self.renew_script(keys=[key], args=[self.consumer, self.lease_ms]):
-                self.valid_until[partition] = until
-            else:
-                log.warning("bus_lease_lost", subscriber=self.group, partition=partition)
-                self.forget(partition)
-        by_preference = [p for p in self.preference if p in self.valid_until]
-        self.surplus = set(by_preference[share:])
-        for partition in self.preference:
-            if len(self.valid_until) >= share:
-                break
-            if partition in self.valid_until:
-                continue
-            key = self.lease_keys[partition]
-            if await self.redis.set(key, self.consumer, nx=True, px=self.lease_ms):
-                log.info("bus_lease_acquired", subscriber=self.group, partition=partition)
-                self.valid_until[partition] = until
-                self.taken_over.add(partition)
-
-    async def release(self, partition: int) -> None:
-        await self.release_script(keys=[self.lease_keys[partition]], args=[self.consumer])
-        self.forget(partition)
-
-    async def release_all(self) -> None:
-        for partition in list(self.valid_until):
-            await self.release(partition)
-        await self.redis.zrem(self.members_key, self.consumer)
-
-    def forget(self, partition: int) -> None:
-        self.valid_until.pop(partition, None)
-        self.taken_over.discard(partition)
-        self.surplus.discard(partition)
-
-
 def _decode(fields: dict[bytes, bytes]) -> Envelope:
     envelope = Envelope.decode(fields[MESSAGE_FIELD])
     if not isinstance(envelope.body, dict) or not all(
@@ -401,11 +307,3 @@ def _stream_batches(response: Any) -> list[tuple[str, list[Entry]]]:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep up to `seconds`, waking early when `stop` is set."""
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass

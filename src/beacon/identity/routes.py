@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 
 from beacon.core.sql import Sql
 from beacon.deps import AdminAuth, SessionDep, SqlWriterDep
-from beacon.identity import actions, service
+from beacon.identity import actions, erasure, service
 from beacon.identity.models import Profile, Session
 from beacon.identity.schemas import (
     Channel,
@@ -110,7 +110,7 @@ async def erase_profile(
     target = (await existing(session, profile_id)).id
 
     async def work(sql: Sql, now: datetime) -> dict[str, Any] | None:
-        return await actions.erase_profile(sql, profile_id=target, now=now)
+        return await erasure.erase_profile(sql, profile_id=target, now=now)
 
     record = await write(work)
     if record is None:

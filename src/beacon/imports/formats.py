@@ -35,7 +35,7 @@ from beacon.imports.rows import (
 )
 from beacon.ingest.http import refuse_nul
 from beacon.ingest.pipeline import RawEvent
-from beacon.ingest.segment import NO_BATCH, read_call, summary
+from beacon.ingest.segment_calls import NO_BATCH, read_call, summary
 from beacon.ingest.server_api import ServerEvent
 
 LineMapper = Callable[[bytes, Callable[[], str]], ImportRow]

@@ -18,13 +18,8 @@ from beacon.bus.messages import OutboxBatch
 from beacon.core.clock import Clock
 from beacon.core.ids import new_id
 from beacon.core.sql import Sql, chunks, in_list
-from beacon.identity.actions import (
-    ConflictPolicy,
-    erasures_since,
-    merges_since,
-    resolve_profiles,
-    subject_digest,
-)
+from beacon.identity.actions import ConflictPolicy, merges_since, resolve_profiles
+from beacon.identity.erasure import erasures_since, subject_digest
 from beacon.ingest.commands import (
     DeadLetterCommand,
     OutboxDelete,

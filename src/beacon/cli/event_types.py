@@ -1,0 +1,55 @@
+"""`beacon event-types apply FILE`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from beacon.cli.running import CliError, console, run_async, with_session
+from beacon.core import jsonio
+from beacon.core.clock import SystemClock
+from beacon.settings import Settings
+
+event_types_app = typer.Typer(help="Manage event types and their schemas.", no_args_is_help=True)
+
+
+@event_types_app.command("apply")
+def event_types_apply(
+    file: Annotated[Path, typer.Argument(help="JSON file: {name: {schema, mode, description}}.")],
+) -> None:
+    """Create or replace the event types defined in FILE."""
+    from beacon.events.event_types import InvalidSchema, put_event_type
+    from beacon.events.schemas import EventTypeIn
+
+    try:
+        raw = jsonio.loads(file.read_bytes())
+    except OSError as exc:
+        raise CliError(f"cannot read {file}: {exc.strerror}") from exc
+    except jsonio.JSONDecodeError as exc:
+        raise CliError(f"{file} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict) or not raw:
+        raise CliError(f"{file} must hold a JSON object mapping event type names to definitions")
+    definitions: dict[str, EventTypeIn] = {}
+    for name, value in raw.items():
+        try:
+            definitions[name] = EventTypeIn.model_validate(value)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error["loc"]) or "definition"
+            raise CliError(f"{file}: event type {name!r}: {where}: {error['msg']}") from exc
+
+    async def apply(settings: Settings) -> None:
+        async def work(session: Any) -> None:
+            for name, data in definitions.items():
+                try:
+                    await put_event_type(session=session, name=name, data=data, clock=SystemClock())
+                except InvalidSchema as exc:
+                    raise CliError(str(exc)) from exc
+
+        await with_session(settings, work)
+
+    run_async(apply)
+    console.print(f"applied {len(definitions)} event type(s): {', '.join(definitions)}")

@@ -1,0 +1,85 @@
+"""Running Beacon: `beacon migrate`, `beacon serve`, `beacon worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import Annotated
+
+import typer
+
+from beacon.cli.running import CliError, console, load_settings
+from beacon.core.clock import SystemClock
+from beacon.core.logging import configure_logging
+
+
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    from beacon.migrations.runner import upgrade_database
+
+    settings = load_settings()
+    upgrade_database(settings)
+    console.print(f"database is up to date ({redact(settings.database_url)})")
+
+
+def serve(
+    workers: Annotated[int, typer.Option(help="Server processes (PostgreSQL only).")] = 1,
+    host: Annotated[str | None, typer.Option(help="Overrides BEACON_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides BEACON_PORT.")] = None,
+    migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate")] = True,
+) -> None:
+    """Serve the HTTP API (ingest, admin, ops) and, on the memory bus, the consumers."""
+    import uvicorn
+
+    from beacon.migrations.runner import upgrade_database
+
+    settings = load_settings()
+    if workers > 1 and settings.is_sqlite:
+        raise CliError("--workers > 1 needs PostgreSQL: SQLite has one writer per file")
+    if migrate_first:
+        upgrade_database(settings)
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    uvicorn.run(
+        "beacon.app:app_from_environment",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def worker() -> None:
+    """Run the bus consumers as their own process (with the Redis bus)."""
+    from beacon.runtime import Runtime
+
+    settings = load_settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+
+    async def main() -> None:
+        runtime = Runtime(settings=settings, clock=SystemClock(), role="worker")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await runtime.start()
+        console.print(f"worker consuming from {redact(settings.bus_url)}", highlight=False)
+        await stop.wait()
+        await runtime.stop()
+
+    asyncio.run(main())
+
+
+def redact(url: str) -> str:
+    """Return `url` with its credentials hidden, fit to print."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
