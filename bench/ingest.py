@@ -281,10 +281,13 @@ def targets(backends: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             result[f"{name}_ran"] = {"target": "the benchmark ran", "value": False, "pass": False}
             continue
         backend = figures["backend"]
-        result[f"{name}_events_per_s"] = check(
-            figures["events_per_s"], ">=", MIN_EVENTS_PER_S[backend]
-        )
-        if backend in HALF_RATE_MAX_P99_MS:
+        # The speed targets are set for the Tracardi reference payload; other protocols are
+        # measured and reported, and held to the same durability checks.
+        if figures["protocol"] == "tracardi":
+            result[f"{name}_events_per_s"] = check(
+                figures["events_per_s"], ">=", MIN_EVENTS_PER_S[backend]
+            )
+        if figures["protocol"] == "tracardi" and backend in HALF_RATE_MAX_P99_MS:
             result[f"{name}_half_rate_p99_ms"] = check(
                 figures["half_rate"]["p99_ms"], "<", HALF_RATE_MAX_P99_MS[backend]
             )
