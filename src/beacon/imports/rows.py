@@ -10,8 +10,7 @@ from typing import Any
 from beacon.core.clock import to_utc
 from beacon.identity.traits import TraitOp
 from beacon.ingest.pipeline import RawEvent
-from beacon.ingest.schemas import ID_MAX
-from beacon.ingest.server_api import IDENTITY_MAX
+from beacon.ingest.schemas import ID_MAX, IDENTITY_MAX
 
 Person = tuple[str | None, str | None, str | None, str | None]  # user id, email, device, profile
 

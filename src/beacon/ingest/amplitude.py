@@ -19,7 +19,6 @@ answers.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,18 +44,18 @@ from beacon.ingest.commands import NewEvent, TrackCommand
 from beacon.ingest.commit import CommitFailed, CommitterStopped
 from beacon.ingest.http import HttpRequest, read_body
 from beacon.ingest.pipeline import (
+    Answer,
+    Endpoint,
     IngestEdge,
-    PartlyCommitted,
     check_count,
     commit_chains,
     reject,
     same_person_chains,
+    source_by_write_key,
+    storage_failure,
     validate_events,
 )
 from beacon.sources.service import SourceInfo
-
-Answer = tuple[int, Any]
-Endpoint = Callable[[IngestEdge, HttpRequest], Awaitable[Answer]]
 
 INDEX_KEYS = {MISSING: "events_with_missing_fields", ID_LENGTH: "events_with_invalid_id_lengths"}
 
@@ -107,8 +106,8 @@ async def authenticate(edge: IngestEdge, raw: dict[str, Any]) -> SourceInfo:
     key = raw.get("api_key")
     if not isinstance(key, str) or not key:
         raise missing_field("api_key")
-    source = await edge.sources.by_write_key(key)
-    if source is None or not source.enabled:
+    source = await source_by_write_key(edge, key)
+    if source is None:
         raise ClientError(400, "invalid_api_key", f"Invalid API key: {key}")
     return source
 
@@ -184,12 +183,9 @@ def amplitude_endpoint(path: str) -> Endpoint:
                 edge, error, endpoint=path, source_id=attributable, payload=body, events=_count(raw)
             )
             return answer(error)
-        except PartlyCommitted as exc:
-            # Amplitude's SDKs retry a 503; events already stored are known by their insert_id.
-            return 503, {"code": 503, "error": f"Service unavailable: {exc}"}
         except (CommitterStopped, CommitFailed) as exc:
-            # Amplitude's SDKs retry a 503, and nothing of the upload was stored.
-            return 503, {"code": 503, "error": f"Service unavailable: nothing was stored ({exc})"}
+            # Amplitude's SDKs retry a 503; events already stored are known by their insert_id.
+            return 503, {"code": 503, "error": f"Service unavailable: {storage_failure(exc)[1]}"}
         return 200, result
 
     return endpoint

@@ -15,12 +15,11 @@ from beacon.core.errors import ClientError, Problem
 from beacon.identity.traits import TraitOp, TraitOpName
 from beacon.ingest.http import decode_json, refuse_nul
 from beacon.ingest.pipeline import RawEvent
-from beacon.ingest.schemas import ID_MAX
+from beacon.ingest.schemas import ID_MAX, IDENTITY_MAX
 
 Person = tuple[str | None, str | None]  # (user_id, device_id)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-IDENTITY_MAX = 256
 DEFAULT_MIN_ID_LENGTH = 5
 # Ids Amplitude refuses whatever their length (its HTTP V2 API documentation lists them).
 INVALID_IDS = frozenset(

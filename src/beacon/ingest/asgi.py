@@ -10,7 +10,6 @@ permissively. The other ingest endpoints (server API, Segment, Amplitude) allow 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
 import structlog
@@ -22,9 +21,8 @@ from beacon.core.metrics import Metrics
 from beacon.ingest.amplitude import AMPLITUDE_ENDPOINTS
 from beacon.ingest.cors import OriginGate
 from beacon.ingest.http import HttpRequest, send_empty, send_json
-from beacon.ingest.pipeline import IngestEdge
+from beacon.ingest.pipeline import Answer, Endpoint, IngestEdge
 from beacon.ingest.routes import (
-    Answer,
     collect_endpoint,
     server_events_endpoint,
     track_endpoint,
@@ -39,9 +37,6 @@ ORIGIN_RULED = frozenset({"/track", "/collect"})
 ANY_ORIGIN = [(b"access-control-allow-origin", b"*")]
 # On a 503 nothing was stored: clients (and the SDKs of every format) retry after this pause.
 RETRY_AFTER = [(b"retry-after", b"1")]
-
-
-Endpoint = Callable[[IngestEdge, HttpRequest], Awaitable[Answer]]
 
 
 def collect_target(path: str) -> tuple[str, str] | None:

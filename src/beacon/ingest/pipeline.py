@@ -8,7 +8,7 @@ what can be attributed to a source in the dead-letter table.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +29,8 @@ from beacon.ingest.commands import (
     TrackOutcome,
     WriteCommand,
 )
-from beacon.ingest.commit import CommitFailed, GroupCommitter
+from beacon.ingest.commit import CommitFailed, CommitterStopped, GroupCommitter
+from beacon.ingest.http import HttpRequest
 from beacon.settings import Settings
 from beacon.sources.service import SourceCatalog, SourceInfo
 
@@ -49,6 +50,10 @@ class IngestEdge:
     committer: GroupCommitter[WriteCommand]
     metrics: Metrics
     sessions: async_sessionmaker[AsyncSession]
+
+
+Answer = tuple[int, Any]  # (status, JSON body) of an ingest endpoint
+Endpoint = Callable[[IngestEdge, HttpRequest], Awaitable[Answer]]
 
 
 @dataclass(slots=True)
@@ -73,6 +78,12 @@ async def authenticate(edge: IngestEdge, source_id: Any) -> SourceInfo:
             [Problem(loc=("source", "id"), msg="unknown or disabled source", type="unauthorized")],
         )
     return source
+
+
+async def source_by_write_key(edge: IngestEdge, key: str | None) -> SourceInfo | None:
+    """Return the enabled source whose write key is `key`, if any (each protocol words its 401)."""
+    source = await edge.sources.by_write_key(key) if key else None
+    return source if source is not None and source.enabled else None
 
 
 def shape_problems(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> ClientError:
@@ -242,6 +253,14 @@ async def commit_chains(
         f"the events of some people ({stored}) were stored before {failures[0]}; retry the"
         " request: events carrying ids are stored once"
     ) from failures[0]
+
+
+def storage_failure(exc: CommitFailed | CommitterStopped) -> tuple[str, str]:
+    """The code and message of a 503: whether anything was stored, and that a retry is safe."""
+    if isinstance(exc, PartlyCommitted):
+        return "partly_stored", str(exc)
+    code = "shutting_down" if isinstance(exc, CommitterStopped) else "storage_unavailable"
+    return code, f"nothing was stored; retry later ({exc})"
 
 
 async def reject(

@@ -11,20 +11,15 @@ from beacon.core.errors import ClientError
 from beacon.identity.service import get_profile, profile_json
 from beacon.ingest.commit import CommitFailed, CommitterStopped
 from beacon.ingest.http import HttpRequest, decode_json, read_body
-from beacon.ingest.pipeline import IngestEdge, PartlyCommitted, reject
+from beacon.ingest.pipeline import Answer, IngestEdge, reject, storage_failure
 from beacon.ingest.server_api import authenticate_key, server_events
 from beacon.ingest.tracardi import claimed_source_id, collect, track
 
-Answer = tuple[int, Any]
 
-
-def unavailable(exc: Exception) -> Answer:
-    """503: the client should retry; nothing was stored, or (`PartlyCommitted`) only some people's
-    events, which a retry recognises by their ids."""
-    if isinstance(exc, PartlyCommitted):
-        return 503, {"error": {"code": "partly_stored", "message": str(exc)}}
-    code = "shutting_down" if isinstance(exc, CommitterStopped) else "storage_unavailable"
-    return 503, {"error": {"code": code, "message": f"nothing was stored; retry later ({exc})"}}
+def unavailable(exc: CommitFailed | CommitterStopped) -> Answer:
+    """503: the client should retry (`storage_failure` says whether anything was stored)."""
+    code, message = storage_failure(exc)
+    return 503, {"error": {"code": code, "message": message}}
 
 
 async def track_endpoint(edge: IngestEdge, request: HttpRequest) -> Answer:

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 ID_MAX = 128
+IDENTITY_MAX = 256  # a user id, email or device id naming a person
 
 
 class _Wire(BaseModel):

@@ -14,7 +14,6 @@ Calls are read and checked by `segment_calls.py`; this module authenticates, sto
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,20 +24,20 @@ from beacon.ingest.commands import NewEvent, TrackCommand
 from beacon.ingest.commit import CommitFailed, CommitterStopped
 from beacon.ingest.http import HttpRequest, decode_json, read_body, refuse_nul
 from beacon.ingest.pipeline import (
+    Answer,
+    Endpoint,
     IngestEdge,
-    PartlyCommitted,
     check_count,
     commit_chains,
     reject,
     same_person_chains,
+    source_by_write_key,
+    storage_failure,
     validate_events,
 )
 from beacon.ingest.segment_calls import CALLS, Call, Person, invalid, read_calls, summary
 from beacon.ingest.server_api import write_key
 from beacon.sources.service import SourceInfo
-
-Answer = tuple[int, Any]
-Endpoint = Callable[[IngestEdge, HttpRequest], Awaitable[Answer]]
 
 SUCCESS = {"success": True}
 
@@ -122,12 +121,6 @@ def _renamed(problem: Problem, *, batch: bool) -> Problem:
     return Problem(loc, problem.msg, problem.type)
 
 
-async def authenticate(edge: IngestEdge, key: str | None) -> SourceInfo | None:
-    """Return the enabled source whose write key this is, if any."""
-    source = await edge.sources.by_write_key(key) if key else None
-    return source if source is not None and source.enabled else None
-
-
 def _body_key(raw: Any) -> str | None:
     key = raw.get("writeKey") if isinstance(raw, dict) else None
     return key if isinstance(key, str) else None
@@ -151,11 +144,13 @@ def segment_endpoint(call: str | None) -> Endpoint:
     async def endpoint(edge: IngestEdge, request: HttpRequest) -> Answer:
         body = b""
         raw: Any = None
-        source = await authenticate(edge, write_key(request.headers.get("authorization", "")))
+        source = await source_by_write_key(
+            edge, write_key(request.headers.get("authorization", ""))
+        )
         try:
             body = await read_body(request, limit=edge.settings.max_request_bytes)
             raw = decode_json(body)
-            source = source or await authenticate(edge, _body_key(raw))
+            source = source or await source_by_write_key(edge, _body_key(raw))
             if source is None:
                 # Segment's own words for this refusal.
                 raise ClientError(401, "unknown_write_key", "An invalid write key was provided")
@@ -166,11 +161,9 @@ def segment_endpoint(call: str | None) -> Endpoint:
                 edge, error, endpoint=path, source_id=attributable, payload=body, events=_count(raw)
             )
             return answer_error(error)
-        except PartlyCommitted as exc:  # calls already stored are known by their messageId
-            return 503, {"success": False, "code": "partly_stored", "message": str(exc)}
-        except (CommitterStopped, CommitFailed) as exc:
-            code = "shutting_down" if isinstance(exc, CommitterStopped) else "storage_unavailable"
-            return 503, {"success": False, "code": code, "message": f"nothing was stored ({exc})"}
+        except (CommitterStopped, CommitFailed) as exc:  # a retry finds stored calls by messageId
+            code, message = storage_failure(exc)
+            return 503, {"success": False, "code": code, "message": message}
         return 200, SUCCESS
 
     return endpoint

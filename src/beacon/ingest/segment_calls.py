@@ -15,13 +15,12 @@ from typing import Any
 from beacon.core import jsonio
 from beacon.core.errors import ClientError, Problem
 from beacon.ingest.pipeline import RawEvent, event_time
-from beacon.ingest.schemas import ID_MAX
+from beacon.ingest.schemas import ID_MAX, IDENTITY_MAX
 
 Loc = tuple[str | int, ...]
 Person = tuple[str | None, str | None]
 
 CALLS = ("track", "identify", "page", "screen", "group", "alias")
-IDENTITY_MAX = 256
 PROBLEMS_SHOWN = 10
 _UNPADDED_DATE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?=$|[T ])")
 

@@ -28,12 +28,11 @@ from beacon.ingest.pipeline import (
     commit_chains,
     same_person_chains,
     shape_problems,
+    source_by_write_key,
     validate_events,
 )
-from beacon.ingest.schemas import ID_MAX
+from beacon.ingest.schemas import ID_MAX, IDENTITY_MAX
 from beacon.sources.service import SourceInfo
-
-IDENTITY_MAX = 256
 
 
 class ServerEvent(BaseModel):
@@ -71,9 +70,8 @@ _events = TypeAdapter(list[ServerEvent])
 
 async def authenticate_key(edge: IngestEdge, request: HttpRequest) -> SourceInfo:
     """Return the enabled source whose write key the request carries; 401 otherwise."""
-    key = write_key(request.headers.get("authorization", ""))
-    source = await edge.sources.by_write_key(key) if key else None
-    if source is None or not source.enabled:
+    source = await source_by_write_key(edge, write_key(request.headers.get("authorization", "")))
+    if source is None:
         raise ClientError(
             401,
             "unknown_write_key",

@@ -19,11 +19,10 @@ from beacon.ingest.pipeline import (
     shape_problems,
     validate_events,
 )
-from beacon.ingest.schemas import ID_MAX, TrackOptions, TrackPayload
+from beacon.ingest.schemas import ID_MAX, IDENTITY_MAX, TrackOptions, TrackPayload
 
 _track_payload = TypeAdapter(TrackPayload)
 IDENTIFY = "identify"
-IDENTITY_MAX = 256
 
 
 def claimed_source_id(raw: Any) -> str | None:
