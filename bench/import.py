@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import operator
 import os
 import platform
 import random
@@ -32,10 +31,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 
 from processes import beacon_cli, beacon_env, progress, status_kib
+from verdicts import PostgresUnreachable, check, fetch_value, scratch_database
 
 SOURCE_ID = "bench"
 SEED = 20240601
@@ -44,7 +43,6 @@ DEFAULT_USERS = 3000
 HISTORY_DAYS = 300  # within the default retention, so nothing imported is already expiring
 IMPORT_TIMEOUT_S = 3600.0
 RSS_POLL_S = 0.05
-CONNECT_TIMEOUT_S = 5.0
 
 SQLITE_MIN_EVENTS_PER_S = 50_000.0
 MAX_PEAK_RSS_MIB = 500.0
@@ -218,53 +216,26 @@ def postgres_admin_url() -> str | None:
     return os.environ.get("BEACON_BENCH_POSTGRES_URL") or os.environ.get("BEACON_TEST_POSTGRES_URL")
 
 
-async def postgres(url: str, sql: str) -> Any:
-    conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
-    try:
-        return await conn.fetchval(sql)
-    finally:
-        await conn.close()
-
-
 def bench_postgres(source: Path, args: argparse.Namespace) -> dict[str, Any]:
     admin_url = postgres_admin_url()
     if admin_url is None:
         return {"skipped": "BEACON_BENCH_POSTGRES_URL / BEACON_TEST_POSTGRES_URL is not set"}
-    name = f"beacon_bench_{uuid.uuid4().hex[:12]}"
     try:
-        asyncio.run(postgres(admin_url, f'CREATE DATABASE "{name}"'))
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        where = admin_url.rpartition("@")[2]  # no credentials in the report
-        return {"skipped": f"PostgreSQL at {where} is unreachable: {type(exc).__name__}: {exc}"}
-    url = f"{admin_url.rpartition('/')[0]}/{name}"
-    try:
-        return bench_backend(
-            "postgres",
-            database_url=url,
-            source=source,
-            args=args,
-            count=lambda: int(
-                asyncio.run(postgres(url, "SELECT count(*) FROM events WHERE imported"))
-            ),
-        )
-    finally:
-        asyncio.run(postgres(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        with scratch_database(admin_url) as url:
+            return bench_backend(
+                "postgres",
+                database_url=url,
+                source=source,
+                args=args,
+                count=lambda: int(
+                    asyncio.run(fetch_value(url, "SELECT count(*) FROM events WHERE imported"))
+                ),
+            )
+    except PostgresUnreachable as exc:
+        return {"skipped": str(exc)}
 
 
 # --- report ------------------------------------------------------------------------------------
-
-COMPARISONS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge,
-    "<": operator.lt,
-    "==": operator.eq,
-}
-
-
-def check(value: Any, comparison: str, bound: float) -> dict[str, Any]:
-    passed = (
-        COMPARISONS[comparison](float(value), bound) if isinstance(value, int | float) else None
-    )
-    return {"target": f"{comparison} {bound:g}", "value": value, "pass": passed}
 
 
 def targets(backends: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import operator
 import os
 import platform
 import re
@@ -41,11 +40,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import uvloop
 
 from loadgen import (
-    CONNECT_TIMEOUT_S,
     Recorder,
     VirtualClient,
     closed_loop,
@@ -66,6 +63,7 @@ from processes import (
     running_server,
     status_kib,
 )
+from verdicts import PostgresUnreachable, check, scratch_database
 
 SOURCE_ID = "bench"
 EVENTS_PER_REQUEST = 2
@@ -215,33 +213,19 @@ def postgres_admin_url() -> str:
     )
 
 
-async def postgres_admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 def bench_postgres(api: Api, args: argparse.Namespace, runner: asyncio.Runner) -> dict[str, Any]:
-    admin_url = postgres_admin_url()
-    name = f"beacon_bench_{uuid.uuid4().hex[:12]}"
     try:
-        runner.run(postgres_admin(admin_url, f'CREATE DATABASE "{name}"'))
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        where = admin_url.rpartition("@")[2]  # no credentials in the report
-        reason = f"PostgreSQL at {where} is unreachable: {type(exc).__name__}: {exc}"
-        progress(f"skipping PostgreSQL: {reason}")
-        return {"skipped": reason}
-    progress(f"PostgreSQL: database {name}, two server processes")
-    try:
-        with tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp:
-            url = f"{admin_url.rpartition('/')[0]}/{name}"
+        with (
+            scratch_database(postgres_admin_url()) as url,
+            tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp,
+        ):
+            progress(f"PostgreSQL: database {url.rpartition('/')[2]}, two server processes")
             return bench_backend(
                 database_url=url, workdir=Path(tmp), workers=2, api=api, args=args, runner=runner
             )
-    finally:
-        runner.run(postgres_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    except PostgresUnreachable as exc:
+        progress(f"skipping PostgreSQL: {exc}")
+        return {"skipped": str(exc)}
 
 
 BACKENDS: dict[str, Callable[[Api, argparse.Namespace, asyncio.Runner], dict[str, Any]]] = {
@@ -256,20 +240,6 @@ def run_name(backend: str, protocol: str) -> str:
 
 
 # --- report ------------------------------------------------------------------------------------
-
-
-COMPARISONS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge,
-    "<": operator.lt,
-    "==": operator.eq,
-}
-
-
-def check(value: Any, comparison: str, bound: float) -> dict[str, Any]:
-    passed = (
-        COMPARISONS[comparison](float(value), bound) if isinstance(value, int | float) else None
-    )
-    return {"target": f"{comparison} {bound:g}", "value": value, "pass": passed}
 
 
 def targets(backends: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
