@@ -7,6 +7,7 @@ PostgreSQL database created for the test session (never a mock).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -47,27 +48,34 @@ def _with_database(url: str, name: str) -> str:
     return f"{base}/{name}"
 
 
+async def _postgres_admin(sql: str) -> None:
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def new_postgres_database(prefix: str) -> Iterator[str]:
+    """Create an empty PostgreSQL database named `prefix_…` and drop it afterwards; skip the
+    test when BEACON_TEST_POSTGRES_URL is not set. Not for use while an event loop runs."""
+    if not POSTGRES_URL:
+        pytest.skip(NO_POSTGRES)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_postgres_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield _with_database(POSTGRES_URL, name)
+    finally:
+        asyncio.run(_postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """Create a migrated PostgreSQL database for this test session and drop it afterwards."""
-    if not POSTGRES_URL:
-        pytest.skip(NO_POSTGRES)
-    name = f"beacon_test_{uuid.uuid4().hex[:12]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES_URL)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    url = _with_database(POSTGRES_URL, name)
-    upgrade_database(Settings(database_url=url))
-    try:
+    with new_postgres_database("beacon_test") as url:
+        upgrade_database(Settings(database_url=url))
         yield url
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def truncate_postgres(url: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sqlite3
 import time
 import uuid
@@ -29,13 +28,10 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.beacon_process import DEADLINE_S, POLL_S, BeaconProcess, remaining
+from tests.conftest import NO_REDIS, REDIS_URL, new_postgres_database
 
 pytestmark = pytest.mark.e2e
 
-POSTGRES_URL = os.environ.get("BEACON_TEST_POSTGRES_URL")
-REDIS_URL = os.environ.get("BEACON_TEST_REDIS_URL")
-NO_POSTGRES = "BEACON_TEST_POSTGRES_URL is not set: PostgreSQL tests need a real PostgreSQL"
-NO_REDIS = "BEACON_TEST_REDIS_URL is not set: the Redis bus variant needs a real Redis"
 
 ADMIN_TOKEN = "e2e-admin-token"
 SOURCE_ID = "e2e"
@@ -48,29 +44,14 @@ ACKNOWLEDGED_BEFORE_KILL = 300  # requests
 # --- databases -----------------------------------------------------------------------------------
 
 
-async def postgres_admin(sql: str) -> None:
-    assert POSTGRES_URL is not None
-    conn = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
-async def database_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database of the test's backend (migrated later, with the CLI)."""
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'beacon.db'}"
         return
-    if not POSTGRES_URL:
-        pytest.skip(NO_POSTGRES)
-    name = f"beacon_e2e_{uuid.uuid4().hex[:12]}"
-    await postgres_admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES_URL.rpartition('/')[0]}/{name}"
-    finally:
-        await postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_postgres_database("beacon_e2e") as url:
+        yield url
 
 
 async def query(database_url: str, sql: str) -> list[tuple[Any, ...]]:

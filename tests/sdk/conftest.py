@@ -7,23 +7,20 @@ PostgreSQL database created for the module (never a mock). The transports wrap h
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gzip
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
-import asyncpg
 import httpx
 import pytest
 
 from tests.beacon_process import DEADLINE_S, POLL_S, BeaconProcess, remaining
-from tests.conftest import NO_POSTGRES, POSTGRES_URL
+from tests.conftest import new_postgres_database
 
 ADMIN_TOKEN = "sdk-admin-token"
 SOURCE_ID = "sdk"
@@ -80,29 +77,14 @@ class BeaconServer(BeaconProcess):
         return events
 
 
-async def _postgres_admin(sql: str) -> None:
-    assert POSTGRES_URL is not None
-    conn = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @contextlib.contextmanager
 def database(backend: str, workdir: Path) -> Iterator[str]:
     """An empty database of `backend`: a SQLite file in `workdir`, or a new PostgreSQL database."""
     if backend == "sqlite":
         yield f"sqlite:///{workdir / 'beacon.db'}"
         return
-    if not POSTGRES_URL:
-        pytest.skip(NO_POSTGRES)
-    name = f"beacon_sdk_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_postgres_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{POSTGRES_URL.rpartition('/')[0]}/{name}"
-    finally:
-        asyncio.run(_postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with new_postgres_database("beacon_sdk") as url:
+        yield url
 
 
 @contextlib.contextmanager
