@@ -78,6 +78,16 @@ def serve(database_url: str, plain_error_logs: None) -> ServeApp:
     return start
 
 
+@pytest.fixture
+async def write_key(client: httpx.AsyncClient, source_id: str) -> str:
+    """The write key of the test's source (`source_id`), as `GET /api/sources/{id}` shows it."""
+    response = await client.get(f"/api/sources/{source_id}", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    key = response.json()["write_key"]
+    assert isinstance(key, str)
+    return key
+
+
 async def create_source(client: httpx.AsyncClient, source_id: str, **fields: Any) -> None:
     body = {"id": source_id, "name": source_id, **fields}
     response = await client.post("/api/sources", json=body, headers=ADMIN)

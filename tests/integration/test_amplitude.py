@@ -136,15 +136,6 @@ PAYLOAD_TOO_LARGE = {"code": 413, "error": "Payload too large"}
 
 
 @pytest.fixture
-async def write_key(client: httpx.AsyncClient, source_id: str) -> str:
-    response = await client.get(f"/api/sources/{source_id}", headers=ADMIN)
-    assert response.status_code == 200, response.text
-    key = response.json()["write_key"]
-    assert isinstance(key, str)
-    return key
-
-
-@pytest.fixture
 def http(lenient_client: httpx.AsyncClient) -> httpx.AsyncClient:
     """A client that sees an unhandled error as the 500 an Amplitude SDK would get."""
     return lenient_client

@@ -11,14 +11,6 @@ import pytest
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
-@pytest.fixture
-async def write_key(client: httpx.AsyncClient, source_id: str) -> str:
-    response = await client.get(f"/api/sources/{source_id}", headers=ADMIN)
-    key = response.json()["write_key"]
-    assert isinstance(key, str)
-    return key
-
-
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
