@@ -25,15 +25,7 @@ async def export_profile(*, session: AsyncSession, profile_id: str) -> dict[str,
     sessions = await identity_service.list_sessions(session=session, profile_id=profile.id)
     events = await history.all_events(session=session, profile_id=profile.id)
     return {
-        "profile": {
-            "id": profile.id,
-            "created_at": profile.created_at,
-            "updated_at": profile.updated_at,
-            "last_seen_at": profile.last_seen_at,
-            "traits": profile.traits,
-            "trait_times": profile.trait_times,
-            "consents": profile.consents,
-        },
+        "profile": identity_service.profile_fields(profile),
         "identities": [IdentityOut.model_validate(i).model_dump() for i in identities],
         "sessions": [SessionOut.model_validate(s).model_dump() for s in sessions],
         "events": [EventOut.model_validate(e).model_dump() for e in events],

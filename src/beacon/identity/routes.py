@@ -27,13 +27,7 @@ router = APIRouter(prefix="/api/profiles", tags=["profiles"], dependencies=[Admi
 async def profile_out(session: SessionDep, profile: Profile) -> dict[str, Any]:
     identities = await service.list_identities(session=session, profile_id=profile.id)
     return {
-        "id": profile.id,
-        "created_at": profile.created_at,
-        "updated_at": profile.updated_at,
-        "last_seen_at": profile.last_seen_at,
-        "traits": profile.traits,
-        "trait_times": profile.trait_times,
-        "consents": profile.consents,
+        **service.profile_fields(profile),
         "identities": [IdentityOut.model_validate(i) for i in identities],
     }
 

@@ -42,6 +42,19 @@ async def list_sessions(*, session: AsyncSession, profile_id: str) -> list[Sessi
     return list((await session.scalars(query)).all())
 
 
+def profile_fields(profile: Profile) -> dict[str, Any]:
+    """Return what the profile row holds, as the admin API and the export show it."""
+    return {
+        "id": profile.id,
+        "created_at": profile.created_at,
+        "updated_at": profile.updated_at,
+        "last_seen_at": profile.last_seen_at,
+        "traits": profile.traits,
+        "trait_times": profile.trait_times,
+        "consents": profile.consents,
+    }
+
+
 def profile_json(profile: Profile) -> dict[str, Any]:
     """Return the profile as the `/track` response shows it with `options.profile=true`."""
     return {
