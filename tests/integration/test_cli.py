@@ -10,6 +10,7 @@ import hashlib
 import re
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from beacon.app import create_app
 from beacon.core import jsonio
-from beacon.core.db import create_engine
+from beacon.core.db import SQLITE_PAGE_SIZE, create_engine
 from beacon.identity.models import Erasure
 from tests.beacon_process import beacon_env
 from tests.conftest import make_settings
@@ -132,6 +133,16 @@ async def test_migrate_creates_the_schema_and_can_run_again(cli: Cli) -> None:
         sources = await http.get("/api/sources", headers=ADMIN)
     assert ready.status_code == 200
     assert sources.json() == []
+
+
+def test_migrate_creates_a_write_ahead_logged_database_with_large_pages(cli: Cli) -> None:
+    cli.ok("migrate")
+
+    with sqlite3.connect(cli.cwd / "cli.db") as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert (page_size, journal) == (SQLITE_PAGE_SIZE, "wal")
+    assert SQLITE_PAGE_SIZE > 4096  # SQLite's own default
 
 
 def test_commands_on_a_database_never_migrated_fail_without_traceback(cli: Cli) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from beacon.bus.messages import OutboxBatch
 from beacon.core.clock import Clock
-from beacon.core.db import sqlite_time
+from beacon.core.db import configure_sqlite_connection, sqlite_time
 from beacon.core.jsonio import dumps_text
 from beacon.core.sql import CHUNK, chunks, in_list
 from beacon.identity.actions import ConflictPolicy
@@ -195,9 +195,7 @@ class SqliteIngestStore(IngestStore):
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute("PRAGMA busy_timeout=10000")
+        configure_sqlite_connection(conn, self.synchronous)
         return conn
 
     async def start(self) -> None:
