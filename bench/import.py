@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             "events": args.events,
             "users": args.users,
             "file_mib": round(size / 2**20),
-            "batch_size": args.batch_size or "the command's default (2000)",
+            "batch_size": args.batch_size or "the command's default",
         },
         "backends": backends,
         "targets": checks,

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 FormatName = Literal["ndjson", "csv", "segment", "amplitude"]
 CSV_PANEL = "CSV columns (--format csv)"
-DEFAULT_BATCH_SIZE = 10_000  # the runner's default, repeated here to keep start-up light
+DEFAULT_BATCH_SIZE = 25_000  # the runner's default, repeated here to keep start-up light
 
 GC_THRESHOLD = 10_000  # allocations between two young-generation collections (default 700)
 

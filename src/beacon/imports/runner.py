@@ -35,7 +35,7 @@ from beacon.ingest.store import IngestStore
 
 Format = Literal["ndjson", "csv", "segment", "amplitude"]
 FORMATS: tuple[Format, ...] = ("ndjson", "csv", "segment", "amplitude")
-DEFAULT_BATCH_SIZE = 10_000
+DEFAULT_BATCH_SIZE = 25_000
 YIELD_EVERY = 256  # rows read between two chances for the commit in flight to progress
 DATABASE_ERRORS = (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
