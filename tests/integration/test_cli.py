@@ -328,7 +328,7 @@ async def test_profiles_erase_removes_the_person_and_late_retries_recreate_nothi
     assert "events 2, sessions 1, identities 2, profiles 1" in erased.lines[0]
     assert digest in erased.lines[1]
     assert await erasure_records(people) == [
-        (digest, {"events": 2, "sessions": 1, "identities": 2, "profiles": 1})
+        (digest, {"events": 2, "sessions": 1, "identities": 2, "profiles": 1, "dead_letters": 0})
     ]
     async with api(people) as http:
         profile = await http.get(f"/api/profiles/{profile_id}", headers=ADMIN)

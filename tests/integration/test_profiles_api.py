@@ -106,7 +106,13 @@ async def test_erasure_removes_the_person_everywhere_and_late_retries_recreate_n
 
     assert erased.status_code == 200, erased.text
     record = erased.json()
-    assert record["counts"] == {"events": 2, "sessions": 1, "identities": 2, "profiles": 1}
+    assert record["counts"] == {
+        "events": 2,
+        "sessions": 1,
+        "identities": 2,
+        "profiles": 1,
+        "dead_letters": 0,
+    }
     assert profile_id not in erased.text  # the audit record names nobody
     assert (await client.get(f"/api/profiles/{profile_id}", headers=ADMIN)).status_code == 404
     assert (await client.get("/api/profiles/by/email/a@b.co", headers=ADMIN)).status_code == 404
@@ -132,6 +138,37 @@ async def test_erasure_removes_the_person_everywhere_and_late_retries_recreate_n
     assert (await client.get("/api/profiles/by/user_id/u-1", headers=ADMIN)).status_code == 404
     again = await client.delete(f"/api/profiles/{profile_id}", headers=ADMIN)
     assert again.status_code == 404
+
+
+async def test_erasure_deletes_refused_payloads_that_name_the_person(
+    client: httpx.AsyncClient, source_id: str
+) -> None:
+    profile_id = await tracked(client, source_id)
+    refused: list[dict[str, Any]] = [
+        {"profile": {"id": profile_id}, "events": [{"type": 1}]},  # by profile id
+        {"events": [{"type": "signup", "properties": {"email": "A@B.CO"}, "time": "never"}]},
+        {"events": [{"type": "x", "properties": {"user_id": "u-1", "note": "x" * 40_000}}]},
+        {"events": [{"type": "signup", "properties": {"email": "c@d.co"}, "time": "never"}]},
+        {"events": [{"type": "x", "properties": {"user_id": "u-10"}, "time": "never"}]},
+    ]
+    for body in refused:
+        response = await client.post("/track", json={"source": {"id": source_id}, **body})
+        assert 400 <= response.status_code < 500, response.text
+
+    export = await client.get(f"/api/profiles/{profile_id}/export", headers=ADMIN)
+    erased = await client.delete(f"/api/profiles/{profile_id}", headers=ADMIN)
+
+    exported = export.json()["dead_letters"]
+    assert len(exported) == 3
+    for letter, name in zip(exported, [profile_id, "A@B.CO", '"u-1"'], strict=True):
+        assert letter["source_id"] == source_id
+        assert name in letter["payload"]
+    assert erased.json()["counts"]["dead_letters"] == 3
+    kept = await client.get("/api/dead-letters", headers=ADMIN)
+    payloads = [letter["payload"] for letter in kept.json()]
+    assert len(payloads) == 2  # another person's, and a user id that only begins the same
+    assert any("c@d.co" in p for p in payloads)
+    assert any('"u-10"' in p for p in payloads)
 
 
 @pytest.mark.parametrize("path", ["", "/sessions", "/events", "/export"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Index, Integer, String, Text
+from sqlalchemy import Boolean, Index, Integer, String, Text, column, table
 from sqlalchemy.orm import Mapped, mapped_column
 
 from beacon.core.db import Base, JSONType, UtcDateTime
@@ -65,3 +65,16 @@ class EventType(Base):
     retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+# `dead_letters` belongs to the ingest package, which sits above this one: the columns that
+# retention (purging old ones) and the person export (those naming the person) read.
+dead_letters = table(
+    "dead_letters",
+    column("id", String),
+    column("source_id", String),
+    column("endpoint", String),
+    column("reason", String),
+    column("payload", Text),
+    column("received_at", UtcDateTime()),
+)

@@ -45,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from beacon.core.db import UtcDateTime
-from beacon.events.models import Event, EventKey, EventType
+from beacon.events.models import Event, EventKey, EventType, dead_letters
 from beacon.events.partitions import next_month
 
 DEFAULT_BATCH_SIZE = 5000
@@ -55,9 +55,6 @@ LOCK_KEY = 0x6265_6163_6F6E_7274  # "beaconrt"
 # dropping recognises the table as its own next time (and never touches other tables).
 DETACH_MARKER = "beacon retention: detaching"
 PARTITION_NAME = re.compile(r"^events_y(\d{4})m(\d{2})$")
-
-# `dead_letters` belongs to the ingest package, which sits above this one.
-dead_letters = table("dead_letters", column("id", String), column("received_at", UtcDateTime()))
 
 Progress = Callable[[int], None]
 

@@ -15,6 +15,7 @@ from beacon.core.ids import new_id
 from beacon.core.sql import Sql, in_list
 
 ERASED_TABLES = ("events", "sessions", "identities")
+LIKE_ESCAPE = str.maketrans({"\\": "\\\\", "%": "\\%", "_": "\\_"})
 MAX_MERGE_HOPS = 8  # merges point at the survivor (one hop); the bound only guards a cycle
 
 
@@ -22,7 +23,8 @@ async def erase_profile(sql: Sql, *, profile_id: str, now: datetime) -> dict[str
     """Delete a person everywhere (with profiles merged into them); keep a PII-free audit row.
 
     Client event keys stay, so late retries of the person's events are recognised as already
-    stored and re-create nothing. Returns the audit record, or None if the profile is unknown.
+    stored and re-create nothing. Dead letters (refused payloads) that name the person go too
+    (`_erase_dead_letters`). Returns the audit record, or None if the profile is unknown.
     """
     # Follow merges inside this transaction: a profile merged since the caller looked it up
     # is erased as the person it became, not as a leftover pointer.
@@ -38,6 +40,7 @@ async def erase_profile(sql: Sql, *, profile_id: str, now: datetime) -> dict[str
     )
     ids = [str(r[0]) for r in rows]
     marks = in_list(len(ids))
+    names = await sql.fetch(f"SELECT value FROM identities WHERE profile_id IN ({marks})", *ids)
     counts: dict[str, int] = {}
     for table in ERASED_TABLES:
         counted = await sql.fetch(
@@ -47,6 +50,7 @@ async def erase_profile(sql: Sql, *, profile_id: str, now: datetime) -> dict[str
         await sql.execute(f"DELETE FROM {table} WHERE profile_id IN ({marks})", *ids)
     await sql.execute(f"DELETE FROM profiles WHERE id IN ({marks})", *ids)
     counts["profiles"] = len(ids)
+    counts["dead_letters"] = await _erase_dead_letters(sql, {*ids, *(str(n[0]) for n in names)})
     record = {
         "id": new_id(),
         "subject": subject_digest(profile_id),
@@ -61,6 +65,32 @@ async def erase_profile(sql: Sql, *, profile_id: str, now: datetime) -> dict[str
         jsonio.dumps_text(counts),
     )
     return record
+
+
+async def _erase_dead_letters(sql: Sql, names: set[str]) -> int:
+    """Delete the dead letters whose payload holds one of `names` as a JSON string.
+
+    A refused payload was never tied to a profile, so it is found by what it says: a profile id,
+    user id, email or device id of the person, quoted as JSON writes it (an email in any case).
+    A short id may also match another person's refused payload; those are diagnostics, and
+    deleting one more is the safe side of an erasure.
+    """
+    deleted = 0
+    for name in sorted(names):
+        rows = await sql.fetch(
+            f"DELETE FROM dead_letters WHERE {NAMES_PERSON} RETURNING id", naming_pattern(name)
+        )
+        deleted += len(rows)
+    return deleted
+
+
+NAMES_PERSON = "lower(payload) LIKE ? ESCAPE '\\'"
+"""The dead letters whose payload holds a name as a JSON string (with `naming_pattern`)."""
+
+
+def naming_pattern(name: str) -> str:
+    """The `NAMES_PERSON` pattern for one of a person's ids, emails or device ids."""
+    return "%" + jsonio.dumps_text(name).lower().translate(LIKE_ESCAPE) + "%"
 
 
 def subject_digest(profile_id: str) -> str:
