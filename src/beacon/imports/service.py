@@ -28,6 +28,7 @@ from beacon.imports.runner import (
     NoWatcher,
     Watcher,
 )
+from beacon.ingest.pipeline import EventRules
 from beacon.ingest.store_sqlite import SqliteIngestStore
 from beacon.runtime import create_store
 from beacon.settings import Settings
@@ -117,9 +118,11 @@ async def load_checker(settings: Settings, source_id: str, clock: Clock) -> Even
             f" `beacon sources create NAME --id {source_id}`, or name another with --source"
         )
     return EventChecker(
-        types={t.name: compile_event_type(t.name, t.mode, t.schema) for t in types},
-        require_registered=settings.require_registered_event_types,
-        max_event_bytes=settings.max_event_bytes,
+        rules=EventRules(
+            types={t.name: compile_event_type(t.name, t.mode, t.schema) for t in types},
+            require_registered=settings.require_registered_event_types,
+            max_event_bytes=settings.max_event_bytes,
+        ),
         now=clock.now(),
         retention_days=settings.retention_days,
         retention_by_type={t.name: t.retention_days for t in types if t.retention_days},

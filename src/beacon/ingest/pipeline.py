@@ -8,7 +8,7 @@ what can be attributed to a source in the dead-letter table.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +21,7 @@ from beacon.core.clock import Clock, to_utc
 from beacon.core.errors import ClientError, Problem
 from beacon.core.ids import new_id
 from beacon.core.metrics import Metrics
-from beacon.events.event_types import EventTypeCatalog
+from beacon.events.event_types import CompiledEventType, EventTypeCatalog
 from beacon.ingest.commands import (
     DeadLetterCommand,
     NewEvent,
@@ -105,61 +105,99 @@ def check_count(edge: IngestEdge, count: int) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why one event cannot be stored: a stable code, where in the event, what is wrong."""
+
+    code: str  # too_large, time_out_of_range, unregistered_type, schema_violation
+    message: str
+    loc: tuple[str | int, ...] = ()
+    schema_errors: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EventRules:
+    """What every event must meet, however it arrives: live from a client or from an import."""
+
+    types: Mapping[str, CompiledEventType]
+    require_registered: bool
+    max_event_bytes: int
+
+
+def check_event(
+    raw: RawEvent,
+    occurred_at: datetime | None,
+    rules: EventRules,
+    *,
+    now: datetime,
+    imported: bool = False,
+    measure: bool = True,
+) -> NewEvent | Refusal:
+    """Return the event to store, or why it cannot be: size of properties and context (skipped
+    when `measure` is false: the caller knows it small), a time between 1970 and a day after
+    `now`, registration and schema of the type (a schema in `warn` mode stores it as invalid).
+    """
+    if measure:
+        size = len(jsonio.dumps(raw.properties)) + len(jsonio.dumps(raw.context))
+        if size > rules.max_event_bytes:
+            return Refusal(
+                "too_large",
+                f"properties and context take {size} bytes; at most {rules.max_event_bytes}",
+            )
+    if occurred_at is None or not EARLIEST <= occurred_at <= now + MAX_FUTURE_SKEW:
+        return Refusal(
+            "time_out_of_range", "event time must lie between 1970 and one day from now", ("time",)
+        )
+    event_type = rules.types.get(raw.type)
+    if event_type is None and rules.require_registered:
+        return Refusal("unregistered_type", f"event type {raw.type!r} is not registered", ("type",))
+    errors: list[dict[str, Any]] | None = None
+    if event_type is not None:
+        errors = event_type.check(raw.properties) or None
+        if errors and event_type.mode == "enforce":
+            message = "; ".join(f"{e['path']}: {e['message']}" for e in errors)
+            return Refusal("schema_violation", message, schema_errors=tuple(errors))
+    return NewEvent(
+        id=new_id(),
+        type=raw.type,
+        occurred_at=occurred_at,
+        properties=raw.properties,
+        context=raw.context,
+        external_id=raw.external_id,
+        valid=errors is None,
+        errors=errors,
+        imported=imported,
+    )
+
+
 async def validate_events(
     edge: IngestEdge, events: list[RawEvent], *, received_at: datetime
 ) -> list[NewEvent]:
     """Check size, time and schema of every event; 413/422 naming each failing event."""
-    types = await edge.event_types.current()
-    limit = edge.settings.max_event_bytes
+    settings = edge.settings
+    rules = EventRules(
+        await edge.event_types.current(),
+        settings.require_registered_event_types,
+        settings.max_event_bytes,
+    )
+    limit = settings.max_event_bytes
     problems: list[Problem] = []
     too_large: list[int] = []
     accepted: list[NewEvent] = []
     for index, raw in enumerate(events):
-        size = len(jsonio.dumps(raw.properties)) + len(jsonio.dumps(raw.context))
-        if size > limit:
-            too_large.append(index)
-            continue
         occurred_at = received_at if raw.time is None else event_time(raw.time)
-        if occurred_at is None or not EARLIEST <= occurred_at <= received_at + MAX_FUTURE_SKEW:
-            problems.append(
-                Problem(
-                    ("events", index, "time"),
-                    "event time must lie between 1970 and one day from now",
-                    "time_out_of_range",
-                )
+        checked = check_event(raw, occurred_at, rules, now=received_at)
+        if isinstance(checked, NewEvent):
+            accepted.append(checked)
+        elif checked.code == "too_large":
+            too_large.append(index)
+        elif checked.schema_errors:
+            problems.extend(
+                Problem(("events", index, *e["loc"]), e["message"], checked.code)
+                for e in checked.schema_errors
             )
-            continue
-        errors: list[dict[str, Any]] | None = None
-        event_type = types.get(raw.type)
-        if event_type is None and edge.settings.require_registered_event_types:
-            problems.append(
-                Problem(
-                    ("events", index, "type"),
-                    f"event type {raw.type!r} is not registered",
-                    "unregistered_type",
-                )
-            )
-            continue
-        if event_type is not None:
-            errors = event_type.check(raw.properties) or None
-            if errors and event_type.mode == "enforce":
-                problems.extend(
-                    Problem(("events", index, *e["loc"]), e["message"], "schema_violation")
-                    for e in errors
-                )
-                continue
-        accepted.append(
-            NewEvent(
-                id=new_id(),
-                type=raw.type,
-                occurred_at=occurred_at,
-                properties=raw.properties,
-                context=raw.context,
-                external_id=raw.external_id,
-                valid=errors is None,
-                errors=errors,
-            )
-        )
+        else:
+            problems.append(Problem(("events", index, *checked.loc), checked.message, checked.code))
     if too_large:
         raise ClientError(
             413,
