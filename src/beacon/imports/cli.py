@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 FormatName = Literal["ndjson", "csv", "segment", "amplitude"]
 CSV_PANEL = "CSV columns (--format csv)"
-DEFAULT_BATCH_SIZE = 25_000  # the runner's default, repeated here to keep start-up light
 
 GC_THRESHOLD = 10_000  # allocations between two young-generation collections (default 700)
 
@@ -66,8 +65,14 @@ def import_events(
         ),
     ] = None,
     batch_size: Annotated[
-        int, typer.Option(min=1, max=50_000, help="Rows per transaction.")
-    ] = DEFAULT_BATCH_SIZE,
+        int | None,
+        typer.Option(
+            min=1,
+            max=50_000,
+            help="Rows per transaction. Default: 25,000 on SQLite, 10,000 on PostgreSQL.",
+            show_default=False,
+        ),
+    ] = None,
     restart: Annotated[
         bool,
         typer.Option(

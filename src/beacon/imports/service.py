@@ -20,6 +20,7 @@ from beacon.core.db import create_engine
 from beacon.events.event_types import compile_event_type, list_event_types
 from beacon.imports.checks import EventChecker
 from beacon.imports.runner import (
+    BATCH_SIZES,
     FileResult,
     Format,
     Importer,
@@ -59,11 +60,13 @@ async def import_files(
     await store.start()
     if isinstance(store, SqliteIngestStore):
         tune_for_bulk_writes(store.conn)
+    database = "sqlite" if settings.is_sqlite else "postgresql"
     try:
         importer = Importer(
             store=store,
             checker=checker,
             options=options,
+            batch_size=options.batch_size or BATCH_SIZES[database],
             target=f"{settings.database_url}\n{options.source_id}\n{_mapping(options)}",
             clock=clock,
             watcher=watcher or NoWatcher(),
