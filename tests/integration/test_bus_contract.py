@@ -400,6 +400,44 @@ async def test_undecodable_entries_are_skipped_and_acknowledged(backend: Backend
     assert await backend.pending_count("profiles") == 0
 
 
+async def test_redis_streams_keep_only_what_some_group_has_not_acknowledged(
+    backend: Backend,
+) -> None:
+    if backend.kind == "memory":
+        pytest.skip("the memory bus keeps nothing: publish hands messages to handlers")
+    bus = backend.new_bus(reclaim_idle_ms=200)  # claims and trims every 0.2 s
+    journeys, segments = Recorder(), Recorder()
+    bus.subscribe("journeys", TOPIC, journeys)
+    bus.subscribe("segments", TOPIC, segments)
+    stuck = envelope("p-stuck")
+    segments.failures_left[stuck.id] = 10**6
+    others = [envelope(f"p-{n % 10}", n) for n in range(40)]
+    stuck_partition = partition_of(stuck.key, PARTITIONS)
+    behind_stuck = [e for e in others if partition_of(e.key, PARTITIONS) == stuck_partition]
+    client = backend.redis()
+
+    async def lengths() -> list[int]:
+        return [await client.xlen(f"{backend.prefix}:{TOPIC}:{p}") for p in range(PARTITIONS)]
+
+    async def trimmed() -> bool:
+        found = await lengths()
+        others_left = sum(n for p, n in enumerate(found) if p != stuck_partition)
+        return others_left <= PARTITIONS - 1 and found[stuck_partition] == 1 + len(behind_stuck)
+
+    try:
+        async with consuming(bus):
+            await bus.publish([stuck, *others])
+            await eventually(lambda: len(journeys.handled) == 41)
+            await eventually(lambda: len(segments.handled) == 40 - len(behind_stuck))
+            await eventually(trimmed)
+            kept = await lengths()
+    finally:
+        await client.aclose()
+
+    assert kept[stuck_partition] == 1 + len(behind_stuck)  # nothing segments has yet to handle
+    assert sum(kept) < 41
+
+
 async def test_consume_returns_soon_after_stop_is_set(backend: Backend) -> None:
     bus = backend.new_bus()
     bus.subscribe("profiles", TOPIC, Recorder())

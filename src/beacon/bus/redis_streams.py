@@ -3,10 +3,13 @@
 Map of what lives in Redis (``P`` is ``partitions``, ``prefix`` defaults to ``beacon``):
 
 - ``{prefix}:{topic}:{0..P-1}``: one stream per partition of a topic. An envelope goes to partition
-  ``crc32(key) % P`` as one entry whose field ``m`` is ``Envelope.encode()``. Streams are never
-  trimmed, so nothing is dropped before every group has read it.
+  ``crc32(key) % P`` as one entry whose field ``m`` is ``Envelope.encode()``. Every few seconds a
+  consumer trims the streams it reads (XTRIM MINID) to the oldest entry some group of the stream
+  has not acknowledged: entries every group acknowledged are deleted, nothing else. A stream
+  that no group reads yet is never trimmed.
 - one consumer group per subscription name on every partition stream of its topic, created at id
-  ``0`` so a group also receives what was published before it first ran.
+  ``0`` so a group also receives what is still in the stream when it first runs (everything, if
+  it was there before the others acknowledged it).
 - ``{prefix}:lease:{group}:{topic}:{p}``: which consumer of the group reads partition ``p`` now
   (SET NX PX, renewed every ``lease_ms / 3``), and ``{prefix}:consumers:{group}:{topic}``: the
   group's live consumers (a sorted set of heartbeats), from which each takes its fair share of
@@ -168,6 +171,7 @@ class _GroupReader:
                 if loop.time() >= next_reclaim:
                     for partition in self.leases.leased():
                         await self.reclaim(self.streams[partition], self.bus.reclaim_idle_ms, stop)
+                        await self.trim(self.streams[partition])
                     next_reclaim = loop.time() + self.reclaim_interval_s
                 await self.read_new(stop)
             except ResponseError as exc:
@@ -243,6 +247,24 @@ class _GroupReader:
         if delivered and stream in self.paused and not await self.has_pending(stream):
             self.paused.discard(stream)
 
+    async def trim(self, stream: str) -> None:
+        """Delete the stream's entries that every consumer group has acknowledged.
+
+        A group has acknowledged everything before its oldest pending entry, or, with none
+        pending, everything up to what it last read. Entry ids only grow, so an entry older
+        than every group's mark is never delivered again.
+        """
+        marks: list[tuple[int, int]] = []
+        for group in await self.redis.xinfo_groups(stream):
+            mark = group["last-delivered-id"]
+            if group["pending"]:
+                # None if acknowledged since: then all it read is
+                mark = (await self.redis.xpending(stream, group["name"]))["min"] or mark
+            marks.append(_entry_id(mark))
+        if marks and min(marks) > (0, 0):
+            oldest_kept = "{}-{}".format(*min(marks))
+            await self.redis.xtrim(stream, minid=oldest_kept, approximate=False)
+
     async def has_pending(self, stream: str) -> bool:
         pending = await self.redis.xpending_range(
             stream, self.group, min="-", max="+", count=1, consumername=self.bus.consumer_name
@@ -303,6 +325,11 @@ def _stream_batches(response: Any) -> list[tuple[str, list[Entry]]]:
         return []
     pairs = response.items() if isinstance(response, dict) else response
     return [(_text(stream), entries) for stream, entries in pairs]
+
+
+def _entry_id(value: bytes | str) -> tuple[int, int]:
+    milliseconds, sequence = _text(value).split("-")
+    return int(milliseconds), int(sequence)
 
 
 def _text(value: bytes | str) -> str:
