@@ -54,7 +54,7 @@ def sqlite_time(value: datetime) -> str:
     """Format a UTC-aware datetime exactly as `UtcDateTime` stores it in SQLite."""
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
 
 
 def async_url(database_url: str) -> str:

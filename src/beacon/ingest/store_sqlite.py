@@ -83,12 +83,13 @@ class SqliteTransaction(StoreTransaction):
 
     async def insert_event_keys(self, keys: list[tuple[str, str, str, datetime]]) -> set[str]:
         fresh: set[str] = set()
+        text = _time_texts()
         # In key order, each index page is visited once per statement: client ids are random,
         # and a large batch (an import) otherwise jumps across the whole index for every row.
         for batch in chunks(sorted(keys, key=_key_order), CHUNK // 4):
             values: list[Any] = []
             for source_id, external_id, event_id, at in batch:
-                values += (source_id, external_id, event_id, sqlite_time(at))
+                values += (source_id, external_id, event_id, text(at))
             rows = self.conn.execute(
                 "INSERT INTO event_keys (source_id, external_id, event_id, created_at) VALUES "
                 + ",".join(["(?, ?, ?, ?)"] * len(batch))
@@ -101,15 +102,8 @@ class SqliteTransaction(StoreTransaction):
     async def insert_events(
         self, rows: list[EventRow], outbox: OutboxBatch | None, created_at: datetime
     ) -> None:
-        times: dict[datetime, str] = {}  # most events share their request's receive time
-
-        def text(value: datetime) -> str:
-            formatted = times.get(value)
-            if formatted is None:
-                formatted = times[value] = sqlite_time(value)
-            return formatted
-
-        self.conn.executemany(INSERT_EVENT, [_event_values(row, text) for row in rows])
+        received = _time_texts()
+        self.conn.executemany(INSERT_EVENT, [_event_values(row, received) for row in rows])
         if outbox is not None:
             self.conn.execute(
                 "INSERT INTO outbox (id, envelopes, envelope_count, created_at)"
@@ -159,12 +153,25 @@ def _key_order(key: tuple[str, str, str, datetime]) -> tuple[str, str]:
     return key[0], key[1]
 
 
-def _event_values(row: EventRow, text: Callable[[datetime], str]) -> tuple[Any, ...]:
+def _time_texts() -> Callable[[datetime], str]:
+    """`sqlite_time`, remembering its results: the events of a request share its receive time."""
+    texts: dict[datetime, str] = {}
+
+    def text(value: datetime) -> str:
+        formatted = texts.get(value)
+        if formatted is None:
+            formatted = texts[value] = sqlite_time(value)
+        return formatted
+
+    return text
+
+
+def _event_values(row: EventRow, received: Callable[[datetime], str]) -> tuple[Any, ...]:
     event = row.event
     return (
         event.id,
-        text(event.occurred_at),
-        text(row.received_at),
+        sqlite_time(event.occurred_at),
+        received(row.received_at),
         event.type,
         row.source_id,
         row.profile_id,
