@@ -254,8 +254,13 @@ class _GroupReader:
         pending, everything up to what it last read. Entry ids only grow, so an entry older
         than every group's mark is never delivered again.
         """
+        try:
+            groups = await self.redis.xinfo_groups(stream)
+        except ResponseError as exc:  # the stream was deleted under us: nothing to trim
+            log.warning("bus_trim_skipped", subscriber=self.group, stream=stream, error=str(exc))
+            return
         marks: list[tuple[int, int]] = []
-        for group in await self.redis.xinfo_groups(stream):
+        for group in groups:
             mark = group["last-delivered-id"]
             if group["pending"]:
                 # None if acknowledged since: then all it read is
