@@ -325,7 +325,7 @@ async def test_profiles_erase_removes_the_person_and_late_retries_recreate_nothi
     digest = hashlib.sha256(profile_id.encode()).hexdigest()
     assert len(erased.lines) == 2, erased.output
     assert f"erased profile {profile_id}: " in erased.lines[0]
-    assert "events 2, sessions 1, identities 2, profiles 1" in erased.lines[0]
+    assert "events 2, sessions 1, identities 2, profiles 1, refused payloads 0" in erased.lines[0]
     assert digest in erased.lines[1]
     assert await erasure_records(people) == [
         (digest, {"events": 2, "sessions": 1, "identities": 2, "profiles": 1, "dead_letters": 0})

@@ -113,7 +113,8 @@ def profiles_erase(
     counts = record["counts"]
     console.print(
         f"erased profile {target}{merged}: events {counts['events']}, sessions"
-        f" {counts['sessions']}, identities {counts['identities']}, profiles {counts['profiles']}",
+        f" {counts['sessions']}, identities {counts['identities']}, profiles {counts['profiles']},"
+        f" refused payloads {counts['dead_letters']}",
         highlight=False,
     )
     console.print(
