@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from beacon.app import create_app
-from beacon.identity.models import Profile
+from beacon.identity.models import Identity, Profile
 from beacon.identity.models import Session as SessionRow
 from tests.conftest import ADMIN_TOKEN, make_settings
 
@@ -132,6 +132,37 @@ async def all_events(client: httpx.AsyncClient, **filters: Any) -> list[dict[str
         params["cursor"] = page["next_cursor"]
 
 
+async def profile_by(client: httpx.AsyncClient, kind: str, value: str) -> dict[str, Any]:
+    """The profile an identity names, as the admin API shows it."""
+    response = await client.get(f"/api/profiles/by/{kind}/{value}", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    profile: dict[str, Any] = response.json()
+    return profile
+
+
+async def dead_letters(client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """The refused payloads kept, newest first."""
+    response = await client.get("/api/dead-letters", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    letters: list[dict[str, Any]] = response.json()
+    return letters
+
+
+async def profile_row(app: FastAPI, profile_id: str) -> Profile:
+    """The stored profile row, as the database holds it."""
+    async with app.state.sessions() as session:
+        profile: Profile | None = await session.get(Profile, profile_id)
+    assert profile is not None
+    return profile
+
+
+async def identities_of(app: FastAPI, profile_id: str) -> set[tuple[str, str]]:
+    """The (kind, value) identities stored for a profile."""
+    async with app.state.sessions() as session:
+        rows = await session.scalars(select(Identity).where(Identity.profile_id == profile_id))
+        return {(i.kind, i.value) for i in rows}
+
+
 async def wait_for(
     check: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, what: str = "condition"
 ) -> None:
@@ -186,10 +217,7 @@ class Beacon:
             return int(count or 0)
 
     async def dead_letters(self) -> list[dict[str, Any]]:
-        response = await self.client.get("/api/dead-letters", headers=ADMIN)
-        assert response.status_code == 200, response.text
-        letters: list[dict[str, Any]] = response.json()
-        return letters
+        return await dead_letters(self.client)
 
 
 @pytest.fixture

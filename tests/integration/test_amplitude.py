@@ -20,12 +20,17 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
 
-from beacon.identity.models import Identity, Profile
 from tests.beacon_process import BeaconProcess
 from tests.conftest import ADMIN_TOKEN
-from tests.integration.conftest import ADMIN, all_events
+from tests.integration.conftest import (
+    ADMIN,
+    all_events,
+    dead_letters,
+    identities_of,
+    profile_by,
+    profile_row,
+)
 
 PATHS = ["/2/httpapi", "/batch"]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -179,33 +184,6 @@ JSON = {"Content-Type": "application/json"}
 
 def encoded(body: dict[str, Any]) -> bytes:
     return httpx.Request("POST", "/", json=body).content
-
-
-async def profile_by(client: httpx.AsyncClient, kind: str, value: str) -> dict[str, Any]:
-    response = await client.get(f"/api/profiles/by/{kind}/{value}", headers=ADMIN)
-    assert response.status_code == 200, response.text
-    profile: dict[str, Any] = response.json()
-    return profile
-
-
-async def profile_row(app: FastAPI, profile_id: str) -> Profile:
-    async with app.state.sessions() as session:
-        profile: Profile | None = await session.get(Profile, profile_id)
-    assert profile is not None
-    return profile
-
-
-async def identities_of(app: FastAPI, profile_id: str) -> set[tuple[str, str]]:
-    async with app.state.sessions() as session:
-        rows = await session.scalars(select(Identity).where(Identity.profile_id == profile_id))
-        return {(i.kind, i.value) for i in rows}
-
-
-async def dead_letters(client: httpx.AsyncClient) -> list[dict[str, Any]]:
-    response = await client.get("/api/dead-letters", headers=ADMIN)
-    assert response.status_code == 200, response.text
-    letters: list[dict[str, Any]] = response.json()
-    return letters
 
 
 # --- the documentation's payloads ----------------------------------------------------------------

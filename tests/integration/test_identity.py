@@ -9,10 +9,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from beacon.identity.models import Identity, Profile
 from beacon.identity.models import Session as VisitSession
-
-ADMIN = {"Authorization": "Bearer test-admin-token"}
+from tests.integration.conftest import ADMIN, identities_of, profile_row
 
 
 async def track(
@@ -47,19 +45,6 @@ async def events_of(client: httpx.AsyncClient, profile_id: str) -> list[dict[str
     assert response.status_code == 200
     items: list[dict[str, Any]] = response.json()["items"]
     return items
-
-
-async def profile_row(app: FastAPI, profile_id: str) -> Profile:
-    async with app.state.sessions() as session:
-        profile: Profile | None = await session.get(Profile, profile_id)
-    assert profile is not None
-    return profile
-
-
-async def identities_of(app: FastAPI, profile_id: str) -> set[tuple[str, str]]:
-    async with app.state.sessions() as session:
-        rows = await session.scalars(select(Identity).where(Identity.profile_id == profile_id))
-        return {(i.kind, i.value) for i in rows}
 
 
 async def sessions_of(app: FastAPI, profile_id: str) -> set[str]:

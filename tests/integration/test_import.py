@@ -28,7 +28,7 @@ from beacon.imports.service import import_files
 from beacon.imports.state import Progress, Tally
 from beacon.settings import Settings
 from tests.beacon_process import BeaconProcess, beacon_env
-from tests.integration.conftest import ADMIN, all_events
+from tests.integration.conftest import ADMIN, all_events, profile_by
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -82,13 +82,6 @@ async def run_import(
 
 async def events_of(client: httpx.AsyncClient, **filters: Any) -> list[dict[str, Any]]:
     return sorted(await all_events(client, **filters), key=lambda e: str(e["occurred_at"]))
-
-
-async def profile_by(client: httpx.AsyncClient, kind: str, value: str) -> dict[str, Any]:
-    response = await client.get(f"/api/profiles/by/{kind}/{value}", headers=ADMIN)
-    assert response.status_code == 200, response.text
-    profile: dict[str, Any] = response.json()
-    return profile
 
 
 def at(value: str) -> datetime:

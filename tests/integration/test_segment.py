@@ -19,7 +19,7 @@ import pytest
 
 from tests.beacon_process import BeaconProcess
 from tests.conftest import ADMIN_TOKEN
-from tests.integration.conftest import ADMIN, all_events
+from tests.integration.conftest import ADMIN, all_events, dead_letters, profile_by
 
 # The examples of Segment's HTTP API documentation ("HTTP API Source"), as published.
 DOC_CALLS: dict[str, dict[str, Any]] = {
@@ -168,22 +168,8 @@ def accepted(response: httpx.Response) -> None:
     assert response.json() == SUCCESS
 
 
-async def profile_by(client: httpx.AsyncClient, kind: str, value: str) -> dict[str, Any]:
-    response = await client.get(f"/api/profiles/by/{kind}/{value}", headers=ADMIN)
-    assert response.status_code == 200, response.text
-    profile: dict[str, Any] = response.json()
-    return profile
-
-
 def identities(profile: dict[str, Any]) -> set[tuple[str, str]]:
     return {(i["kind"], i["value"]) for i in profile["identities"]}
-
-
-async def dead_letters(client: httpx.AsyncClient) -> list[dict[str, Any]]:
-    response = await client.get("/api/dead-letters", headers=ADMIN)
-    assert response.status_code == 200, response.text
-    letters: list[dict[str, Any]] = response.json()
-    return letters
 
 
 # --- every call of the documentation -------------------------------------------------------------
