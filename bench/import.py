@@ -34,7 +34,14 @@ from typing import Any
 import orjson
 
 from processes import beacon_cli, beacon_env, progress, status_kib
-from verdicts import PostgresUnreachable, check, fetch_value, scratch_database
+from verdicts import (
+    PostgresUnreachable,
+    Verdicts,
+    check,
+    fetch_value,
+    run_verdicts,
+    scratch_database,
+)
 
 SOURCE_ID = "bench"
 SEED = 20240601
@@ -238,20 +245,14 @@ def bench_postgres(source: Path, args: argparse.Namespace) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------------------
 
 
-def targets(backends: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    result: dict[str, dict[str, Any]] = {}
-    for name, figures in backends.items():
-        if "skipped" in figures:
-            continue
-        if "failed" in figures:
-            result[f"{name}_ran"] = {"target": "the benchmark ran", "value": False, "pass": False}
-            continue
-        if name == "sqlite":
-            result["sqlite_events_per_s"] = check(
-                figures["events_per_s"], ">=", SQLITE_MIN_EVENTS_PER_S
-            )
-        result[f"{name}_peak_rss_mib"] = check(figures["peak_rss_mib"], "<", MAX_PEAK_RSS_MIB)
-        result[f"{name}_all_stored"] = check(figures["events_stored"], "==", figures["events"])
+def targets(name: str, figures: dict[str, Any]) -> Verdicts:
+    result: Verdicts = {}
+    if name == "sqlite":
+        result["sqlite_events_per_s"] = check(
+            figures["events_per_s"], ">=", SQLITE_MIN_EVENTS_PER_S
+        )
+    result[f"{name}_peak_rss_mib"] = check(figures["peak_rss_mib"], "<", MAX_PEAK_RSS_MIB)
+    result[f"{name}_all_stored"] = check(figures["events_stored"], "==", figures["events"])
     return result
 
 
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
                 progress(f"{name} failed: {exc}")
                 backends[name] = {"failed": str(exc)[-2000:]}
-    checks = targets(backends)
+    checks = run_verdicts(backends, targets)
     verdicts = [c["pass"] for c in checks.values()]
     report = {
         "benchmark": "beacon import of generated NDJSON server-side events",

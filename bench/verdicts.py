@@ -28,6 +28,24 @@ def check(value: Any, comparison: str, bound: float) -> dict[str, Any]:
     return {"target": f"{comparison} {bound:g}", "value": value, "pass": passed}
 
 
+Verdicts = dict[str, dict[str, Any]]
+
+
+def run_verdicts(
+    runs: dict[str, dict[str, Any]], targets_of: Callable[[str, dict[str, Any]], Verdicts]
+) -> Verdicts:
+    """Every run's target verdicts (`targets_of`); a skipped run has none, a failed one fails."""
+    result: Verdicts = {}
+    for name, figures in runs.items():
+        if "skipped" in figures:
+            continue
+        if "failed" in figures:
+            result[f"{name}_ran"] = {"target": "the benchmark ran", "value": False, "pass": False}
+            continue
+        result.update(targets_of(name, figures))
+    return result
+
+
 async def fetch_value(url: str, sql: str) -> Any:
     """Run one statement on PostgreSQL at `url`; return the first value it answers, if any."""
     conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
