@@ -171,6 +171,31 @@ async def test_erasure_deletes_refused_payloads_that_name_the_person(
     assert any('"u-10"' in p for p in payloads)
 
 
+async def test_refused_payloads_naming_a_merged_id_are_exported_and_erased_with_the_person(
+    client: httpx.AsyncClient, source_id: str
+) -> None:
+    known = await tracked(client, source_id)
+    visit = {"source": {"id": source_id}, "session": {"id": "s-2"}}
+    anonymous = await client.post("/track", json={**visit, "events": [{"type": "page-view"}]})
+    device_id = anonymous.json()["profile"]["id"]
+    refused = await client.post(
+        "/track", json={**visit, "profile": {"id": device_id}, "events": [{"type": 1}]}
+    )
+    identify = {"type": "identify", "properties": {"user_id": "u-1"}}
+    merged = await client.post(
+        "/track", json={**visit, "profile": {"id": device_id}, "events": [identify]}
+    )
+
+    export = await client.get(f"/api/profiles/{known}/export", headers=ADMIN)
+    erased = await client.delete(f"/api/profiles/{known}", headers=ADMIN)
+
+    assert refused.status_code == 422, refused.text
+    assert merged.json()["profile"]["id"] == known, merged.text
+    [letter] = export.json()["dead_letters"]
+    assert device_id in letter["payload"]
+    assert erased.json()["counts"]["dead_letters"] == 1
+
+
 @pytest.mark.parametrize("path", ["", "/sessions", "/events", "/export"])
 async def test_unknown_profiles_are_a_404(client: httpx.AsyncClient, path: str) -> None:
     response = await client.get(f"/api/profiles/nobody{path}", headers=ADMIN)

@@ -13,6 +13,7 @@ from beacon.events.models import dead_letters
 from beacon.events.schemas import EventOut
 from beacon.identity import service as identity_service
 from beacon.identity.erasure import naming_pattern
+from beacon.identity.models import Profile
 from beacon.identity.schemas import IdentityOut, SessionOut
 
 
@@ -28,7 +29,8 @@ async def export_profile(*, session: AsyncSession, profile_id: str) -> dict[str,
     identities = await identity_service.list_identities(session=session, profile_id=profile.id)
     sessions = await identity_service.list_sessions(session=session, profile_id=profile.id)
     events = await history.all_events(session=session, profile_id=profile.id)
-    names = sorted({profile.id, *(i.value for i in identities)})
+    merged = await session.scalars(select(Profile.id).where(Profile.merged_into == profile.id))
+    names = sorted({profile.id, *merged, *(i.value for i in identities)})
     return {
         "profile": identity_service.profile_fields(profile),
         "identities": [IdentityOut.model_validate(i).model_dump() for i in identities],
