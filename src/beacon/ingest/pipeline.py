@@ -65,6 +65,7 @@ class RawEvent:
     context: dict[str, Any]
     external_id: str | None = None
     time: datetime | None = None
+    time_loc: tuple[str, ...] = ("time",)  # where the time was given, to name in a refusal
 
 
 async def authenticate(edge: IngestEdge, source_id: Any) -> SourceInfo:
@@ -146,7 +147,9 @@ def check_event(
             )
     if occurred_at is None or not EARLIEST <= occurred_at <= now + MAX_FUTURE_SKEW:
         return Refusal(
-            "time_out_of_range", "event time must lie between 1970 and one day from now", ("time",)
+            "time_out_of_range",
+            "event time must lie between 1970 and one day from now",
+            raw.time_loc,
         )
     event_type = rules.types.get(raw.type)
     if event_type is None and rules.require_registered:

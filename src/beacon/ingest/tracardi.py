@@ -19,7 +19,14 @@ from beacon.ingest.pipeline import (
     shape_problems,
     validate_events,
 )
-from beacon.ingest.schemas import ID_MAX, IDENTITY_MAX, TrackOptions, TrackPayload
+from beacon.ingest.schemas import (
+    ID_MAX,
+    IDENTITY_MAX,
+    EventPayload,
+    EventTime,
+    TrackOptions,
+    TrackPayload,
+)
 
 _track_payload = TypeAdapter(TrackPayload)
 IDENTIFY = "identify"
@@ -48,18 +55,10 @@ async def track(edge: IngestEdge, body: bytes, raw: Any, *, profile_less: bool) 
     except ValidationError as exc:
         raise shape_problems(exc) from exc
     session_id = payload.session.id
+    context = request_context(payload)
     events = await validate_events(
         edge,
-        [
-            RawEvent(
-                type=e.type,
-                properties=e.properties,
-                context={**payload.context, **e.context},
-                external_id=e.id,
-                time=e.time,
-            )
-            for e in payload.events
-        ],
+        [raw_event(e, {**context, **e.context}) for e in payload.events],
         received_at=received_at,
     )
     options = payload.options
@@ -71,7 +70,7 @@ async def track(edge: IngestEdge, body: bytes, raw: Any, *, profile_less: bool) 
         resolve_profile=not profile_less,
         profile_id=payload.profile.id if payload.profile else None,
         session_id=session_id,
-        session_context=payload.context,
+        session_context=context,
         save_session=options.save_session,
         save_events=options.save_events,
     )
@@ -122,6 +121,37 @@ async def collect(
         "source": {"consent": source.consent_required},
         "event": {"id": outcome.published_event_ids[0]},
     }
+
+
+def request_context(payload: TrackPayload) -> dict[str, Any]:
+    """Return the request's context holding the tracker's `device` as `context.device`.
+
+    Tracardi's tracker sends its per-browser id as `device` and what the page says about the
+    device as `context.device`: both are kept, the context's fields winning a clash.
+    """
+    device, context = payload.device, payload.context
+    if device is None:
+        return context
+    own = context.get("device")
+    if own is None:
+        return {**context, "device": device}
+    if isinstance(own, dict) and isinstance(device, dict):
+        return {**context, "device": {**device, **own}}
+    return context  # `context.device` is text or a list: it is what the client meant to keep
+
+
+def raw_event(event: EventPayload, context: dict[str, Any]) -> RawEvent:
+    """Return one `/track` event to validate; its time is `time` or `time.create` (else
+    `time.insert`, else when Beacon received it)."""
+    raw = RawEvent(event.type, event.properties, context, external_id=event.id)
+    if isinstance(event.time, EventTime):
+        chosen = event.time.chosen()
+        if chosen is not None:
+            raw.time, field = chosen
+            raw.time_loc = ("time", field)
+    else:
+        raw.time = event.time
+    return raw
 
 
 def identify_request(payload: TrackPayload) -> Identify | None:
