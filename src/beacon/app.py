@@ -20,6 +20,7 @@ from beacon.events import routes as events_routes
 from beacon.identity import routes as profile_routes
 from beacon.ingest import admin_routes as dead_letter_routes
 from beacon.ingest.asgi import IngestASGI, is_ingest_path
+from beacon.ops import home
 from beacon.ops import routes as ops_routes
 from beacon.ops.latency import LatencyMiddleware
 from beacon.runtime import Runtime
@@ -85,6 +86,7 @@ def create_app(
 
     app.add_exception_handler(Exception, internal_error)
     app.ingest = IngestASGI(runtime.edge, runtime.metrics)
+    app.router.routes.extend(home.routes)
     app.router.routes.extend(ops_routes.routes)
     app.router.routes.extend(tracker_routes.routes)
     app.include_router(sources_routes.router)

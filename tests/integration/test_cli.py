@@ -28,8 +28,8 @@ from beacon.app import create_app
 from beacon.core import jsonio
 from beacon.core.db import SQLITE_PAGE_SIZE, create_engine
 from beacon.identity.models import Erasure
-from tests.beacon_process import beacon_env
-from tests.conftest import make_settings
+from tests.beacon_process import BeaconProcess, beacon_env
+from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.integration.conftest import (
     ADMIN,
     all_events,
@@ -231,6 +231,77 @@ async def test_demo_prints_a_curl_command_that_stores_an_event(migrated: Cli) ->
     assert [s["id"] for s in sources] == [body["source"]["id"]]
     assert sent.status_code == 200, sent.text
     assert [e["type"] for e in stored] == [e["type"] for e in body["events"]]
+
+
+def printed_snippets(output: str) -> dict[str, str]:
+    """The code `beacon demo` printed, by the first word of the title above it."""
+    snippets: dict[str, str] = {}
+    for block in output.split("\n\n")[1:]:
+        title, _, code = block.strip("\n").partition("\n")
+        snippets[title.split()[0]] = code
+    return snippets
+
+
+async def test_demo_prints_the_write_key_and_snippets_that_use_it(migrated: Cli) -> None:
+    output = migrated.ok("demo", BEACON_PORT="9123").output
+
+    async with api(migrated) as http:
+        source = (await http.get("/api/sources/demo", headers=ADMIN)).json()
+    key = source["write_key"]
+    assert f"write key: {key}" in output
+    assert "http://127.0.0.1:9123/docs" in output
+    snippets = printed_snippets(output)
+    assert set(snippets) == {"Tracardi's", "Python", "Segment's", "Amplitude's"}
+    assert snippets["Tracardi's"].startswith("curl ")
+    assert f'Client("{key}", "http://127.0.0.1:9123")' in snippets["Python"]
+    segment = snippets["Segment's"].splitlines()
+    assert f'analytics.write_key = "{key}"' in segment
+    assert 'analytics.host = "http://127.0.0.1:9123"' in segment
+    amplitude = f'Amplitude("{key}", Config(server_url="http://127.0.0.1:9123/2/httpapi"))'
+    assert amplitude in snippets["Amplitude's"]
+    for name in ("Python", "Segment's", "Amplitude's"):
+        compile(snippets[name], name, "exec")  # pasted into Python, it runs
+
+
+def test_demo_listening_everywhere_prints_a_url_a_local_client_reaches(migrated: Cli) -> None:
+    everywhere = "0.0.0.0"  # noqa: S104 - the setting under test, nothing binds here
+    output = migrated.ok("demo", BEACON_HOST=everywhere, BEACON_PORT="9123").output
+
+    assert 'analytics.host = "http://127.0.0.1:9123"' in printed_snippets(output)["Segment's"]
+    assert everywhere not in output
+
+
+@pytest.mark.e2e
+def test_demo_snippets_pasted_as_printed_store_their_events(migrated: Cli) -> None:
+    """Segment's, Amplitude's and Beacon's own Python clients, configured with exactly the key
+    and host `beacon demo` printed, reach a running server and store an event each."""
+    server = BeaconProcess.on(
+        migrated.database_url, migrated.cwd, admin_token=ADMIN_TOKEN, serve_args=("--no-migrate",)
+    )
+    server.env["BEACON_PORT"] = str(server.port)
+    snippets = printed_snippets(server.cli("demo"))
+
+    with server.running():
+        for name in ("Segment's", "Amplitude's", "Python"):
+            ran = subprocess.run(
+                [sys.executable, "-c", snippets[name]],
+                cwd=migrated.cwd,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert ran.returncode == 0, f"{name}: {ran.stdout}{ran.stderr}"
+        with httpx.Client(base_url=server.url, headers=ADMIN, timeout=10) as admin:
+            profile = admin.get("/api/profiles/by/user_id/demo-user").json()
+            items = admin.get(f"/api/profiles/{profile['id']}/events").json()["items"]
+
+    assert [e["type"] for e in items] == ["page-view"] * 3
+    assert all(e["source_id"] == "demo" for e in items)
+    assert all(e["properties"]["url"] == "/pricing" for e in items)
+    libraries = sorted(str(e["context"].get("library")) for e in items)
+    assert any("analytics-python" in library for library in libraries), libraries
+    assert any("amplitude" in library for library in libraries), libraries
 
 
 # --- event-types apply -----------------------------------------------------------------------

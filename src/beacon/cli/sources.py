@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 from rich.table import Table
 
 from beacon.cli.running import CliError, console, load_settings, run_async, with_session
@@ -77,7 +78,8 @@ def sources_list() -> None:
 
 
 def demo() -> None:
-    """Create the demo source if it is missing, and print a curl command that sends it an event."""
+    """Create the demo source if it is missing; print its write key and ready snippets that send
+    it an event: curl, the Python SDK, Segment's and Amplitude's libraries."""
     from beacon.sources import service
     from beacon.sources.schemas import SourceCreate
 
@@ -92,18 +94,67 @@ def demo() -> None:
         return await with_session(settings, work)
 
     source = run_async(ensure)
-    settings = load_settings()
+    url = client_url(load_settings())
+    console.print(
+        f"demo source id: [bold]{escape(source.id)}[/bold]"
+        f"   write key: [bold]{escape(source.write_key)}[/bold]",
+        highlight=False,
+    )
+    console.print(f"send events to {url}; the API's docs are at {url}/docs", highlight=False)
+    for title, code in demo_snippets(source.id, source.write_key, url):
+        console.print(f"\n[bold]{escape(title)}[/bold]", highlight=False)
+        # Plain print: the code is meant to be copied as is, without Rich's markup or emoji.
+        print(code)  # noqa: T201
+
+
+def client_url(settings: Settings) -> str:
+    """Return the URL a client on this machine reaches `beacon serve` at."""
+    host = settings.host
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - listening everywhere: reach it locally
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+def demo_snippets(source_id: str, write_key: str, url: str) -> list[tuple[str, str]]:
+    """Return (title, code) pairs, each sending the demo source one `page-view` event."""
     body = jsonio.dumps_text(
         {
-            "source": {"id": source.id},
+            "source": {"id": source_id},
             "session": {"id": "demo-session-1"},
             "events": [{"type": "page-view", "properties": {"url": "/pricing"}}],
             "options": {"debugger": True},
         }
     )
-    console.print(f"demo source id: [bold]{source.id}[/bold]")
-    console.print("send it an event:")
-    print(  # noqa: T201 - the command is meant to be copied as is, without Rich's wrapping
-        f"curl -s -X POST http://{settings.host}:{settings.port}/track"
-        f" -H 'Content-Type: application/json' -d '{body}'"
-    )
+    key, host = jsonio.dumps_text(write_key), jsonio.dumps_text(url)
+    amplitude_url = jsonio.dumps_text(f"{url}/2/httpapi")
+    return [
+        (
+            "Tracardi's /track with curl (it names the source id; no key needed):",
+            f"curl -s -X POST {url}/track -H 'Content-Type: application/json' -d '{body}'",
+        ),
+        (
+            "Python SDK (pip install -e sdk/python):",
+            "from beacon_sdk import Client\n"
+            f"beacon = Client({key}, {host})\n"
+            'beacon.track("page-view", user_id="demo-user", properties={"url": "/pricing"})\n'
+            "beacon.flush()",
+        ),
+        (
+            "Segment's analytics-python (pip install segment-analytics-python):",
+            "import segment.analytics as analytics\n"
+            f"analytics.write_key = {key}\n"
+            f"analytics.host = {host}\n"
+            'analytics.track("demo-user", "page-view", {"url": "/pricing"})\n'
+            "analytics.flush()",
+        ),
+        (
+            "Amplitude's Python SDK (pip install amplitude-analytics):",
+            "from amplitude import Amplitude, BaseEvent, Config\n"
+            f"amplitude = Amplitude({key}, Config(server_url={amplitude_url}))\n"
+            'amplitude.track(BaseEvent("page-view", user_id="demo-user",'
+            ' event_properties={"url": "/pricing"}))\n'
+            "amplitude.shutdown()",
+        ),
+    ]
