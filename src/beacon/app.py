@@ -22,6 +22,7 @@ from beacon.ingest import admin_routes as dead_letter_routes
 from beacon.ingest.asgi import IngestASGI, is_ingest_path
 from beacon.ops import home
 from beacon.ops import routes as ops_routes
+from beacon.ops.json_guard import JsonGuardMiddleware
 from beacon.ops.latency import LatencyMiddleware
 from beacon.runtime import Runtime
 from beacon.settings import Settings
@@ -94,6 +95,7 @@ def create_app(
     app.include_router(dead_letter_routes.router)
     app.include_router(profile_routes.router)
 
+    app.add_middleware(JsonGuardMiddleware)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"],

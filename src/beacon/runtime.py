@@ -74,6 +74,7 @@ class Runtime:
             self.store.commit,
             max_batch=self.settings.commit_batch_max,
             on_batch=self.metrics.commit_batch_size.observe,
+            is_transient=self.store.is_transient,
         )
         self.bus: Bus = create_bus(
             self.settings.bus_url,

@@ -942,11 +942,13 @@ REFUSE_BOOM_POSTGRES = (
 )
 
 
-async def test_a_batch_stored_for_some_people_only_says_so_and_its_retry_stores_the_rest_once(
+async def test_a_batch_stored_for_some_people_only_says_so_and_a_resend_stores_the_rest_once(
     serve: ServeApp, database_url: str
 ) -> None:
-    """Two unrelated people in one server-side batch commit apart: when only one person's events
-    fail, the 503 says part was stored, and the retry stores the rest with nothing twice."""
+    """Two unrelated people in one server-side batch commit apart: when the database refuses one
+    person's events, they are refused (422, kept as a dead letter: a retry would fail the same
+    way), the answer says the other person's were stored, and a resend once the database takes
+    them stores the rest with nothing twice."""
     sqlite = database_url.startswith("sqlite")
     batch = {
         "events": [
@@ -966,8 +968,9 @@ async def test_a_batch_stored_for_some_people_only_says_so_and_its_retry_stores_
         retried = await client.post("/api/v1/events", json=batch, headers=key)
         history = await client.get("/api/events", headers=ADMIN)
 
-    assert failed.status_code == 503
-    assert failed.json()["error"]["code"] == "partly_stored"
+    assert failed.status_code == 422
+    assert failed.json()["error"]["code"] == "unstorable"
+    assert "the events of other people (1) were stored" in failed.json()["error"]["message"]
     assert [e["external_id"] for e in stored_meanwhile.json()["items"]] == ["ann-1"]
     assert retried.status_code == 200, retried.text
     assert retried.json()["duplicates"] == ["ann-1"]

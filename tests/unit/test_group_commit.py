@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from beacon.ingest.commit import CommitFailed, CommitterStopped, GroupCommitter
+from beacon.ingest.commit import CommitFailed, CommitterStopped, GroupCommitter, JobRefused
 
 
 async def test_concurrent_jobs_share_flushes_and_get_their_own_results() -> None:
@@ -54,8 +54,101 @@ async def test_one_bad_job_does_not_fail_its_neighbours() -> None:
     await committer.stop()
     failed = [i for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
     assert failed == [13]
-    assert isinstance(outcomes[13], CommitFailed)
+    assert isinstance(outcomes[13], JobRefused)
+    assert "job 13 violates a constraint" in str(outcomes[13])
     assert [o for i, o in enumerate(outcomes) if i != 13] == [i for i in range(20) if i != 13]
+
+
+async def test_a_bad_job_is_isolated_in_a_few_transactions_not_one_per_neighbour() -> None:
+    flushes: list[list[int]] = []
+
+    async def flush(jobs: Sequence[int]) -> list[int]:
+        flushes.append(list(jobs))
+        if 37 in jobs:
+            raise ValueError("job 37 cannot be stored")
+        return list(jobs)
+
+    committer: GroupCommitter[int] = GroupCommitter(flush, max_batch=1000)
+    await _submit_all_in_one_batch(committer, 64)
+
+    committed = sorted(j for batch in flushes[1:] if 37 not in batch for j in batch)
+    assert committed == [i for i in range(64) if i != 37]
+    assert len(flushes) <= 2 * 6 + 1  # halving 64 jobs down to one: 6 levels, 2 flushes each
+
+
+async def test_a_batch_failing_whole_before_anything_committed_is_not_blamed_on_its_jobs() -> None:
+    """Nothing ever committed (even alone): the store, not the data, may be what fails."""
+
+    async def flush(jobs: Sequence[int]) -> list[int]:
+        raise ValueError("no such table: events")
+
+    committer: GroupCommitter[int] = GroupCommitter(flush, max_batch=1000)
+    outcomes = await _submit_all_in_one_batch(committer, 4)
+
+    assert all(isinstance(o, CommitFailed) for o in outcomes), outcomes
+
+
+async def test_a_job_failing_alone_once_the_store_has_committed_is_refused() -> None:
+    async def flush(jobs: Sequence[int]) -> list[int]:
+        if 7 in jobs:
+            raise ValueError("job 7 cannot be stored")
+        return list(jobs)
+
+    committer: GroupCommitter[int] = GroupCommitter(flush, max_batch=1000)
+    committer.start()
+    first = await asyncio.gather(committer.submit(7), return_exceptions=True)
+    assert await committer.submit(1) == 1
+    second = await asyncio.gather(committer.submit(7), return_exceptions=True)
+    await committer.stop()
+
+    assert isinstance(first[0], CommitFailed)  # nothing had committed yet: maybe the store
+    assert isinstance(second[0], JobRefused)  # the store commits: job 7 is what fails
+
+
+async def test_a_transient_failure_is_tried_once_more_then_fails_the_batch_without_splitting() -> (
+    None
+):
+    flushes: list[list[int]] = []
+
+    async def flush(jobs: Sequence[int]) -> list[int]:
+        flushes.append(list(jobs))
+        raise ConnectionError("the database went away")
+
+    committer: GroupCommitter[int] = GroupCommitter(
+        flush, max_batch=1000, is_transient=lambda exc: isinstance(exc, ConnectionError)
+    )
+    outcomes = await _submit_all_in_one_batch(committer, 8)
+
+    assert all(isinstance(o, CommitFailed) for o in outcomes), outcomes
+    assert flushes == [list(range(8))] * 2
+
+
+async def test_a_transient_failure_that_clears_commits_the_batch_on_the_second_try() -> None:
+    attempts: list[int] = []
+
+    async def flush(jobs: Sequence[int]) -> list[int]:
+        attempts.append(len(jobs))
+        if len(attempts) == 1:
+            raise ConnectionError("deadlock detected")
+        return [job * 2 for job in jobs]
+
+    committer: GroupCommitter[int] = GroupCommitter(
+        flush, max_batch=1000, is_transient=lambda exc: isinstance(exc, ConnectionError)
+    )
+    outcomes = await _submit_all_in_one_batch(committer, 5)
+
+    assert outcomes == [0, 2, 4, 6, 8]
+    assert attempts == [5, 5]
+
+
+async def _submit_all_in_one_batch(committer: GroupCommitter[int], count: int) -> list[object]:
+    """Queue `count` jobs before the committer runs, so they share its first flush."""
+    pending = [asyncio.ensure_future(committer.submit(i)) for i in range(count)]
+    await asyncio.sleep(0)  # every submit is queued before the committer's task first runs
+    committer.start()
+    outcomes = await asyncio.gather(*pending, return_exceptions=True)
+    await committer.stop()
+    return outcomes
 
 
 async def test_stopping_commits_queued_work_and_refuses_new_work() -> None:

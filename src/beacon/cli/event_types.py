@@ -32,6 +32,10 @@ def event_types_apply(
         raise CliError(f"{file} is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict) or not raw:
         raise CliError(f"{file} must hold a JSON object mapping event type names to definitions")
+    too_deep = jsonio.too_deep(raw)
+    if too_deep is not None:
+        where = ".".join(map(str, too_deep))
+        raise CliError(f"{file}: {where}: nests deeper than {jsonio.MAX_DEPTH} levels")
     definitions: dict[str, EventTypeIn] = {}
     for name, value in raw.items():
         try:

@@ -33,7 +33,7 @@ from beacon.imports.rows import (
     mapping,
     parse_time,
 )
-from beacon.ingest.http import refuse_nul
+from beacon.ingest.http import TOO_DEEP, refuse_nul
 from beacon.ingest.pipeline import RawEvent
 from beacon.ingest.segment_calls import NO_BATCH, read_call, summary
 from beacon.ingest.server_api import ServerEvent
@@ -54,8 +54,16 @@ def json_object(line: bytes) -> dict[str, Any]:
         raise BadRow("invalid_json", f"not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise BadRow("not_an_object", "each line must hold one JSON object")
+    _refuse_deep_nesting(line, value)
     _refuse_nul(line, value)
     return value
+
+
+def _refuse_deep_nesting(line: bytes, value: Any) -> None:
+    path = jsonio.too_deep_in(line, value)
+    if path is not None:
+        where = ".".join(map(str, path))
+        raise BadRow("too_deep", f"{where}: {TOO_DEEP}")
 
 
 def _refuse_nul(line: bytes, value: Any) -> None:
@@ -71,6 +79,8 @@ def _refuse_nul(line: bytes, value: Any) -> None:
 
 def beacon_row(line: bytes, derive: Callable[[], str]) -> ImportRow:
     """Read `{"id", "type", "user_id"|"email"|"anonymous_id"|"profile_id", "time", ...}`."""
+    if jsonio.may_nest_deeper(line):
+        json_object(line)  # refuses what nests too deep before the model's own parser sees it
     try:
         event = ServerEvent.model_validate_json(line)
     except ValidationError as exc:

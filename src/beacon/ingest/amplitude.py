@@ -66,7 +66,7 @@ def in_amplitude_terms(error: ClientError) -> ClientError:
         return ClientError(413, error.code, PAYLOAD_TOO_LARGE, error.problems)
     if error.code == "invalid_json":
         return ClientError(400, error.code, INVALID_JSON, error.problems)
-    if error.code in ("invalid_events", "nul_character"):
+    if error.code in ("invalid_events", "nul_character", "too_deep"):
         return invalid_events([_by_field(p) for p in error.problems])
     return error if error.status in (400, 415) else ClientError(400, error.code, error.message)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from beacon.core.errors import ClientError, Problem
 from beacon.identity.traits import TraitOp, TraitOpName
-from beacon.ingest.http import decode_json, refuse_nul
+from beacon.ingest.http import decode_json, refuse_unstorable
 from beacon.ingest.pipeline import RawEvent
 from beacon.ingest.schemas import ID_MAX, IDENTITY_MAX
 
@@ -192,7 +192,7 @@ def read_events(body: bytes, raw: dict[str, Any]) -> list[AmplitudeEvent]:
     min_id_length = read_min_id_length(raw.get("options"))
     problems: list[Problem] = []
     try:
-        refuse_nul(body, events)
+        refuse_unstorable(body, events)
     except ClientError as error:
         problems += [Problem(("events", *p.loc), p.msg, INVALID) for p in error.problems]
     read = [read_event(e, i, problems, min_id_length=min_id_length) for i, e in enumerate(events)]

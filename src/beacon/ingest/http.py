@@ -19,6 +19,7 @@ from beacon.core.errors import ClientError, Problem
 
 SUPPORTED_ENCODINGS = {"", "identity", "gzip", "x-gzip"}
 JSON_HEADERS = [(b"content-type", b"application/json")]
+TOO_DEEP = f"JSON may nest at most {jsonio.MAX_DEPTH} objects or arrays deep"
 
 
 @dataclass(slots=True)
@@ -97,7 +98,7 @@ def decode_json(body: bytes) -> Any:
     if not body.strip():
         raise ClientError(400, "invalid_json", "request body is empty; a JSON object is expected")
     try:
-        return jsonio.loads(body)
+        value = jsonio.loads(body)
     except jsonio.JSONDecodeError as exc:
         raise ClientError(
             400,
@@ -105,6 +106,28 @@ def decode_json(body: bytes) -> Any:
             "request body is not valid JSON",
             [Problem(loc=("body",), msg=str(exc), type="json_invalid")],
         ) from exc
+    return value
+
+
+def refuse_deep_nesting(data: bytes, value: Any) -> None:
+    """Refuse (422) JSON nesting deeper than `jsonio.MAX_DEPTH`, naming where it goes too deep."""
+    path = jsonio.too_deep_in(data, value)
+    if path is not None:
+        where = ".".join(map(str, path))
+        raise ClientError(
+            422,
+            "too_deep",
+            f"{where}: {TOO_DEEP}",
+            [Problem(loc=path, msg=TOO_DEEP, type="too_deep")],
+        )
+
+
+def refuse_unstorable(body: bytes, value: Any) -> None:
+    """Refuse (422) JSON that no later stage could store: nested past `jsonio.MAX_DEPTH`, or
+    holding text with NUL. Adapters call it right after authenticating, so the refusal is kept
+    as a dead letter of the source, and before anything walks or encodes the value."""
+    refuse_deep_nesting(body, value)
+    refuse_nul(body, value)
 
 
 def refuse_nul(body: bytes, value: Any) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,10 +30,12 @@ from beacon.ingest.commands import (
     TrackOutcome,
     WriteCommand,
 )
-from beacon.ingest.commit import CommitFailed, CommitterStopped, GroupCommitter
+from beacon.ingest.commit import CommitFailed, CommitterStopped, GroupCommitter, JobRefused
 from beacon.ingest.http import HttpRequest
 from beacon.settings import Settings
 from beacon.sources.service import SourceCatalog, SourceInfo
+
+log = structlog.get_logger()
 
 MAX_FUTURE_SKEW = timedelta(days=1)
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -225,8 +228,20 @@ def event_time(value: datetime) -> datetime | None:
 
 
 async def commit(edge: IngestEdge, command: TrackCommand, *, endpoint: str) -> TrackOutcome:
-    """Commit one request's events; return once they are durable."""
-    outcome: TrackOutcome = await edge.committer.submit(command)
+    """Commit one request's events; return once they are durable.
+
+    Data that fails to commit even alone (`JobRefused`) is refused with 422, so the client
+    does not retry it forever; the adapter keeps it as a dead letter like any refusal.
+    """
+    try:
+        outcome: TrackOutcome = await edge.committer.submit(command)
+    except JobRefused as exc:
+        raise ClientError(
+            422,
+            "unstorable",
+            "the database refused these events; they are kept as a dead letter",
+            [Problem(loc=("body",), msg=str(exc), type="unstorable")],
+        ) from exc
     edge.metrics.accepted(endpoint).inc(len(outcome.published_event_ids))
     return outcome
 
@@ -290,6 +305,10 @@ async def commit_chains(
     if not outcomes:
         raise failures[0]
     stored = sum(len(o.published_event_ids) for o in outcomes)
+    refused = failures[0]
+    if isinstance(refused, ClientError):  # a retry would be refused the same way: say so
+        message = f"{refused.message}; the events of other people ({stored}) were stored"
+        raise ClientError(refused.status, refused.code, message, refused.problems)
     raise PartlyCommitted(
         f"the events of some people ({stored}) were stored before {failures[0]}; retry the"
         " request: events carrying ids are stored once"
@@ -323,14 +342,16 @@ async def reject(
         .decode("utf-8", errors="replace")
         .replace("\x00", "\ufffd")
     )
-    await edge.committer.submit(
-        DeadLetterCommand(
-            id=new_id(),
-            source_id=source_id,
-            endpoint=endpoint,
-            reason=error.code,
-            errors=[p.as_json() for p in error.problems] or [{"msg": error.message}],
-            payload=text,
-            received_at=edge.clock.now(),
-        )
+    letter = DeadLetterCommand(
+        id=new_id(),
+        source_id=source_id,
+        endpoint=endpoint,
+        reason=error.code,
+        errors=[p.as_json() for p in error.problems] or [{"msg": error.message}],
+        payload=text,
+        received_at=edge.clock.now(),
     )
+    try:
+        await edge.committer.submit(letter)
+    except (CommitFailed, CommitterStopped, JobRefused) as exc:  # the refusal is answered anyway
+        log.warning("dead_letter_not_kept", endpoint=endpoint, reason=error.code, error=str(exc))

@@ -22,7 +22,7 @@ from beacon.core.errors import ClientError, Problem
 from beacon.identity.actions import Identify
 from beacon.ingest.commands import NewEvent, TrackCommand
 from beacon.ingest.commit import CommitFailed, CommitterStopped
-from beacon.ingest.http import HttpRequest, decode_json, read_body, refuse_nul
+from beacon.ingest.http import HttpRequest, decode_json, read_body, refuse_unstorable
 from beacon.ingest.pipeline import (
     Answer,
     Endpoint,
@@ -93,7 +93,7 @@ async def store_calls(
     """Store a request's calls in order per person; people sharing no id commit concurrently."""
     received_at = edge.clock.now()
     try:
-        refuse_nul(body, raw)
+        refuse_unstorable(body, raw)
     except ClientError as error:
         raise invalid(error.problems) from error
     if call is None and isinstance(raw, dict) and isinstance(raw.get("batch"), list):

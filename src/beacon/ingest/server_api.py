@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from beacon.core.errors import ClientError, Problem
 from beacon.identity.actions import Identify
 from beacon.ingest.commands import NewEvent, TrackCommand
-from beacon.ingest.http import HttpRequest, refuse_nul
+from beacon.ingest.http import HttpRequest, refuse_unstorable
 from beacon.ingest.pipeline import (
     IngestEdge,
     RawEvent,
@@ -119,7 +119,7 @@ async def server_events(
 ) -> dict[str, Any]:
     """Store a batch of server-side events, each on its person's profile."""
     received_at = edge.clock.now()
-    refuse_nul(body, raw)
+    refuse_unstorable(body, raw)
     if isinstance(raw, dict) and isinstance(raw.get("events"), list):
         check_count(edge, len(raw["events"]))
     events = parse_events(raw)

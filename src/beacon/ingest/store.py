@@ -143,6 +143,12 @@ class IngestStore(abc.ABC):
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""
 
+    @staticmethod
+    @abc.abstractmethod
+    def is_transient(exc: Exception) -> bool:
+        """Whether a commit failed for the database's sake (unreachable, locked, deadlocked),
+        not for what it was given: the same commit may succeed later."""
+
     async def prepare_commit(  # noqa: B027 - optional step
         self, tracks: Sequence[TrackCommand], now: datetime
     ) -> None:

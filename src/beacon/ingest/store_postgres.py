@@ -33,6 +33,20 @@ from beacon.ingest.store import STALE_OUTBOX, IngestStore, StoreTransaction
 
 log = structlog.get_logger()
 
+TRANSIENT_ERRORS = (
+    OSError,  # the connection was refused or reset
+    TimeoutError,
+    asyncpg.InterfaceError,  # the connection was closed under the pool
+    asyncpg.PostgresConnectionError,
+    asyncpg.InsufficientResourcesError,  # disk full, out of memory, too many connections
+    asyncpg.OperatorInterventionError,  # admin shutdown, the server restarting
+    asyncpg.TransactionRollbackError,  # deadlock, serialization failure
+    asyncpg.LockNotAvailableError,
+    asyncpg.UndefinedTableError,  # the schema is not what Beacon migrated: no row is to blame
+    asyncpg.UndefinedColumnError,
+    asyncpg.InsufficientPrivilegeError,
+)
+
 # One statement, one round trip: the outbox row rides along in a data-modifying CTE.
 INSERT_EVENTS = """
 WITH outbox_row AS (
@@ -242,6 +256,10 @@ class PostgresIngestStore(IngestStore):
 
     async def ping(self) -> None:
         await self.pool.fetchval("SELECT 1")
+
+    @staticmethod
+    def is_transient(exc: Exception) -> bool:
+        return isinstance(exc, TRANSIENT_ERRORS)
 
 
 def is_missing_partition(exc: asyncpg.CheckViolationError) -> bool:

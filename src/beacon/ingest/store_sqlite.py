@@ -28,6 +28,17 @@ from beacon.ingest.commands import DeadLetterCommand
 from beacon.ingest.plan import EventRow, NewSession
 from beacon.ingest.store import STALE_OUTBOX, IngestStore, StoreTransaction
 
+# The `OperationalError`s about the file or its schema, not about the rows being written.
+TRANSIENT_MESSAGES = (
+    "locked",
+    "busy",
+    "disk I/O",
+    "disk is full",
+    "unable to open",
+    "readonly",
+    "no such table",
+    "no such column",
+)
 INSERT_EVENT = (
     "INSERT INTO events (id, occurred_at, received_at, type, source_id, profile_id, session_id,"
     " external_id, properties, context, valid, errors, imported)"
@@ -250,3 +261,9 @@ class SqliteIngestStore(IngestStore):
         if self._reader is None:
             raise RuntimeError("the SQLite ingest store is not started")
         self._reader.execute("SELECT 1").fetchone()
+
+    @staticmethod
+    def is_transient(exc: Exception) -> bool:
+        if isinstance(exc, sqlite3.OperationalError):
+            return any(words in str(exc) for words in TRANSIENT_MESSAGES)
+        return isinstance(exc, OSError)

@@ -9,7 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 from beacon.core.errors import ClientError, Problem
 from beacon.identity.actions import Identify
 from beacon.ingest.commands import NewEvent, TrackCommand, TrackOutcome
-from beacon.ingest.http import refuse_nul
+from beacon.ingest.http import refuse_unstorable
 from beacon.ingest.pipeline import (
     IngestEdge,
     RawEvent,
@@ -47,7 +47,7 @@ async def track(edge: IngestEdge, body: bytes, raw: Any, *, profile_less: bool) 
     """Handle a decoded `/track` body; return the response body."""
     received_at = edge.clock.now()
     source = await authenticate(edge, claimed_source_id(raw))
-    refuse_nul(body, raw)
+    refuse_unstorable(body, raw)
     if isinstance(raw, dict) and isinstance(raw.get("events"), list):
         check_count(edge, len(raw["events"]))
     try:
@@ -90,7 +90,7 @@ async def collect(
     """Handle `/collect/{event_type}/{source_id}`: the body is the event's properties."""
     received_at = edge.clock.now()
     source = await authenticate(edge, source_id)
-    refuse_nul(body, raw)
+    refuse_unstorable(body, raw)
     problems: list[Problem] = []
     if "\x00" in event_type:
         problems.append(Problem(("path", "event_type"), "may not contain NUL", "nul_character"))
