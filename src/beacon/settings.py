@@ -54,6 +54,41 @@ class Settings(BaseSettings):
     cache_ttl_seconds: float = Field(default=2.0, ge=0)
     database_pool_size: int = Field(default=8, ge=1)
 
+    # How long `beacon serve` lets a client take; a day bounds each, past any sensible value.
+    http_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="From a request's first byte until its headers are complete; then 408.",
+    )
+    http_body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="Longest pause while a request body arrives; then the connection is closed.",
+    )
+    http_body_total_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="Longest a whole request body may take to arrive, however it trickles.",
+    )
+    http_keepalive_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="How long a connection may wait idle for its first or next request.",
+    )
+    http_max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Connections one server process holds; past it a new one is answered 503.",
+    )
+
     @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> Settings:
         if self.environment == "production" and self.admin_token == DEFAULT_ADMIN_TOKEN:

@@ -33,6 +33,7 @@ def serve(
     import uvicorn
 
     from beacon.migrations.runner import upgrade_database
+    from beacon.serving import ConnectionLimits, http_protocol, raise_open_file_limit
 
     settings = load_settings()
     if workers > 1 and settings.is_sqlite:
@@ -40,6 +41,8 @@ def serve(
     if migrate_first:
         upgrade_database(settings)
     configure_logging(level=settings.log_level, fmt=settings.log_format)
+    limits = ConnectionLimits.from_settings(settings)
+    raise_open_file_limit(limits.max_connections)
     uvicorn.run(
         "beacon.app:app_from_environment",
         factory=True,
@@ -47,7 +50,8 @@ def serve(
         port=port or settings.port,
         workers=workers,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
+        http=http_protocol(limits),
+        ws="none",  # Beacon serves no WebSocket; its protocol's deadlines assume HTTP throughout
         log_level="warning",
         access_log=False,
         proxy_headers=False,
