@@ -12,7 +12,7 @@ from beacon.events import history
 from beacon.events.models import dead_letters
 from beacon.events.schemas import EventOut
 from beacon.identity import service as identity_service
-from beacon.identity.erasure import naming_pattern
+from beacon.identity.erasure import names_person, naming_pattern
 from beacon.identity.models import Profile
 from beacon.identity.schemas import IdentityOut, SessionOut
 
@@ -49,5 +49,6 @@ async def _dead_letters(session: AsyncSession, names: list[str]) -> list[dict[st
             .order_by(dead_letters.c.received_at, dead_letters.c.id)
         )
         for row in rows.mappings():
-            found[row["id"]] = {**row, "received_at": row["received_at"].isoformat()}
+            if names_person(row["payload"], name):
+                found[row["id"]] = {**row, "received_at": row["received_at"].isoformat()}
     return list(found.values())

@@ -7,12 +7,14 @@ against `core.sql.Sql`.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime
 from typing import Any
 
 from beacon.core import jsonio
 from beacon.core.ids import new_id
-from beacon.core.sql import Sql, in_list
+from beacon.core.sql import Sql, chunks, in_list
+from beacon.identity.numbers import could_be_a_number
 
 ERASED_TABLES = ("events", "sessions", "identities")
 LIKE_ESCAPE = str.maketrans({"\\": "\\\\", "%": "\\%", "_": "\\_"})
@@ -68,29 +70,46 @@ async def erase_profile(sql: Sql, *, profile_id: str, now: datetime) -> dict[str
 
 
 async def _erase_dead_letters(sql: Sql, names: set[str]) -> int:
-    """Delete the dead letters whose payload holds one of `names` as a JSON string.
+    """Delete the dead letters whose payload names one of `names` (`names_person`).
 
     A refused payload was never tied to a profile, so it is found by what it says: a profile id,
-    user id, email or device id of the person, quoted as JSON writes it (an email in any case).
-    A short id may also match another person's refused payload; those are diagnostics, and
-    deleting one more is the safe side of an erasure.
+    user id, email or device id of the person. A short id may also match another person's
+    refused payload; those are diagnostics, and deleting one more is the safe side of an erasure.
     """
     deleted = 0
     for name in sorted(names):
         rows = await sql.fetch(
-            f"DELETE FROM dead_letters WHERE {NAMES_PERSON} RETURNING id", naming_pattern(name)
+            f"SELECT id, payload FROM dead_letters WHERE {NAMES_PERSON}", naming_pattern(name)
         )
-        deleted += len(rows)
+        ids = [str(row[0]) for row in rows if names_person(str(row[1]), name)]
+        for batch in chunks(ids):
+            await sql.execute(
+                f"DELETE FROM dead_letters WHERE id IN ({in_list(len(batch))})", *batch
+            )
+        deleted += len(ids)
     return deleted
 
 
 NAMES_PERSON = "lower(payload) LIKE ? ESCAPE '\\'"
-"""The dead letters whose payload holds a name as a JSON string (with `naming_pattern`)."""
+"""The dead letters that may name a person (`naming_pattern`); `names_person` decides."""
 
 
 def naming_pattern(name: str) -> str:
-    """The `NAMES_PERSON` pattern for one of a person's ids, emails or device ids."""
+    """The `NAMES_PERSON` pattern for one of a person's ids, emails or device ids: the name as a
+    JSON string, or for an integer id its digits (clients may send those as a number)."""
+    if could_be_a_number(name):
+        return f"%{name}%"
     return "%" + jsonio.dumps_text(name).lower().translate(LIKE_ESCAPE) + "%"
+
+
+def names_person(payload: str, name: str) -> bool:
+    """Whether a refused payload holds `name` as a JSON string (any case) or, for an integer
+    id, as a JSON number (a value in an object or array, not digits inside other text)."""
+    if jsonio.dumps_text(name).lower() in payload.lower():
+        return True
+    if not could_be_a_number(name):
+        return False
+    return re.search(rf"[:\[,]\s*{re.escape(name)}\s*[,\]}}]", payload) is not None
 
 
 def subject_digest(profile_id: str) -> str:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from beacon.core.clock import to_utc
+from beacon.identity.numbers import INEXACT_ID, INEXACT_ID_TYPE, id_text, is_inexact_id
 from beacon.identity.traits import TraitOp
 from beacon.ingest.pipeline import RawEvent
 from beacon.ingest.schemas import ID_MAX, IDENTITY_MAX
@@ -69,9 +70,10 @@ def parse_time(value: Any, name: str = "time") -> datetime:
 
 
 def identity(value: Any, name: str) -> str | None:
-    """Read an identity (user id, device id): text or a number; empty means absent."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
+    """Read an identity (user id, device id): text or a whole number; empty means absent."""
+    value = id_text(value)
+    if is_inexact_id(value):
+        raise BadRow(INEXACT_ID_TYPE, f"{name}: {INEXACT_ID}")
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -94,9 +96,10 @@ def email_address(value: Any, name: str = "email") -> str | None:
 
 
 def event_id(value: Any, name: str = "id") -> str | None:
-    """Read a row's own event id (deduplication key): text or a number; empty means absent."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
+    """Read a row's own event id (deduplication key): text or a whole number; empty means absent."""
+    value = id_text(value)
+    if is_inexact_id(value):
+        raise BadRow(INEXACT_ID_TYPE, f"{name}: {INEXACT_ID}")
     if value is None or value == "":
         return None
     if not isinstance(value, str) or len(value) > ID_MAX:

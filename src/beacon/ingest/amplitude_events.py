@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from beacon.core.errors import ClientError, Problem
+from beacon.identity.numbers import INEXACT_ID, id_text, is_inexact_id
 from beacon.identity.traits import TraitOp, TraitOpName
 from beacon.ingest.http import decode_json, refuse_unstorable
 from beacon.ingest.pipeline import RawEvent
@@ -77,11 +78,12 @@ class _Reader:
         self.problems.append(Problem(("events", self.index, name), msg, kind))
 
     def id(self, name: str, min_length: int) -> str | None:
-        """Read `user_id` or `device_id`: a string (a number is taken as its text)."""
-        value = self.raw.get(name)
-        if _is_integer(value):
-            value = str(value)
+        """Read `user_id` or `device_id`: a string (a whole number is taken as its text)."""
+        value = id_text(self.raw.get(name))
         if value is None:
+            return None
+        if is_inexact_id(value):
+            self.problem(name, INEXACT_ID)
             return None
         if not isinstance(value, str) or len(value) > IDENTITY_MAX:
             self.problem(name, f"must be a string of at most {IDENTITY_MAX} characters")

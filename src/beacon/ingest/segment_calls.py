@@ -14,6 +14,7 @@ from typing import Any
 
 from beacon.core import jsonio
 from beacon.core.errors import ClientError, Problem
+from beacon.identity.numbers import INEXACT_ID, INEXACT_ID_TYPE, id_text, is_inexact_id
 from beacon.ingest.pipeline import RawEvent, event_time
 from beacon.ingest.schemas import ID_MAX, IDENTITY_MAX
 
@@ -65,10 +66,11 @@ class _Reader:
             self.problem(name, msg, "missing")
 
     def id(self, name: str, *, limit: int) -> str | None:
-        """Read an id: a string or a number (taken as its text); null or "" is absent."""
-        value = self.raw.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            value = str(value)
+        """Read an id: a string or a whole number (taken as its text); null or "" is absent."""
+        value = id_text(self.raw.get(name))
+        if is_inexact_id(value):
+            self.problem(name, INEXACT_ID, INEXACT_ID_TYPE)
+            return None
         if value is None or value == "":
             return None
         return self._bounded(name, value, limit, "must be a string or a number")

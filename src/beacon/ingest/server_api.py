@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from beacon.core.errors import ClientError, Problem
 from beacon.identity.actions import Identify
+from beacon.identity.numbers import INEXACT_ID, id_text, is_inexact_id
 from beacon.ingest.commands import NewEvent, TrackCommand
 from beacon.ingest.http import HttpRequest, refuse_unstorable
 from beacon.ingest.pipeline import (
@@ -49,12 +50,12 @@ class ServerEvent(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict)
     traits: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("user_id", mode="before")
+    @field_validator("user_id", "anonymous_id", mode="before")
     @classmethod
     def _numbers_are_ids_too(cls, value: Any) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return value
+        if is_inexact_id(value):
+            raise ValueError(INEXACT_ID)
+        return id_text(value)
 
     @field_validator("email")
     @classmethod

@@ -8,6 +8,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from beacon.core.errors import ClientError, Problem
 from beacon.identity.actions import Identify
+from beacon.identity.numbers import INEXACT_ID, INEXACT_ID_TYPE, id_text, is_inexact_id
 from beacon.ingest.commands import NewEvent, TrackCommand, TrackOutcome
 from beacon.ingest.http import refuse_unstorable
 from beacon.ingest.pipeline import (
@@ -163,8 +164,12 @@ def identify_request(payload: TrackPayload) -> Identify | None:
         user_id, email, traits = (event.properties.get(k) for k in ("user_id", "email", "traits"))
         if email is None and isinstance(traits, dict):
             email = traits.get("email")
-        if isinstance(user_id, int | float) and not isinstance(user_id, bool):
-            user_id = str(user_id)
+        user_id = id_text(user_id)
+        if is_inexact_id(user_id):
+            where = ("events", index, "properties", "user_id")
+            raise ClientError(
+                422, "invalid_payload", INEXACT_ID, [Problem(where, INEXACT_ID, INEXACT_ID_TYPE)]
+            )
         for name, value in (("user_id", user_id), ("email", email)):
             if isinstance(value, str) and len(value) > IDENTITY_MAX:
                 raise ClientError(
