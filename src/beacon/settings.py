@@ -9,6 +9,39 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ADMIN_TOKEN = "change-me"  # noqa: S105 - the placeholder production mode refuses
+MIN_ADMIN_TOKEN_LENGTH = 32
+# Placeholders from examples and habit; compared without case, spaces, dashes or underscores.
+KNOWN_PLACEHOLDERS = frozenset(
+    {
+        "changeme",
+        "changemeplease",
+        "admin",
+        "administrator",
+        "password",
+        "secret",
+        "token",
+        "admintoken",
+        "test",
+        "testtoken",
+        "default",
+        "beacon",
+        "letmein",
+        "xxx",
+    }
+)
+
+
+def admin_token_flaw(token: str) -> str | None:
+    """Say what makes `token` unfit to guard a production admin API, or None if nothing."""
+    if not token.strip():
+        return "is empty"
+    if token != token.strip():
+        return "starts or ends with whitespace (a copy-paste slip?)"
+    if "".join(c for c in token.lower() if c.isalnum()) in KNOWN_PLACEHOLDERS:
+        return "is a well-known placeholder"
+    if len(token) < MIN_ADMIN_TOKEN_LENGTH:
+        return f"is only {len(token)} characters long"
+    return None
 
 
 class Settings(BaseSettings):
@@ -90,9 +123,15 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _refuse_default_secret_in_production(self) -> Settings:
-        if self.environment == "production" and self.admin_token == DEFAULT_ADMIN_TOKEN:
-            raise ValueError("BEACON_ADMIN_TOKEN must be set to a secret in production")
+    def _refuse_weak_secret_in_production(self) -> Settings:
+        if self.environment == "production":
+            flaw = admin_token_flaw(self.admin_token)
+            if flaw is not None:
+                raise ValueError(
+                    f"BEACON_ADMIN_TOKEN {flaw}; in production it must be a secret of at least"
+                    f" {MIN_ADMIN_TOKEN_LENGTH} characters, e.g. the output of: python3 -c"
+                    " 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
         return self
 
     @property

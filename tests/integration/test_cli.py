@@ -533,6 +533,19 @@ ERROR_CASES = {
     "default secret in production": ErrorCase(
         ("migrate",), "BEACON_ADMIN_TOKEN", env=(("BEACON_ENVIRONMENT", "production"),)
     ),
+    "short secret in production": ErrorCase(
+        ("serve",),
+        "secrets.token_urlsafe(32)",
+        env=(("BEACON_ENVIRONMENT", "production"), ("BEACON_ADMIN_TOKEN", "x")),
+    ),
+    "padded secret in production": ErrorCase(
+        ("serve",),
+        "whitespace",
+        env=(
+            ("BEACON_ENVIRONMENT", "production"),
+            ("BEACON_ADMIN_TOKEN", " Ul0dgmJ8vTQ-1rl9Dq3aGkmtw3oQx7LZ2nAxXtQ0b4s"),
+        ),
+    ),
     "invalid source id": ErrorCase(("sources", "create", "Shop", "--id", "bad id!"), "pattern"),
 }
 

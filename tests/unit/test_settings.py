@@ -11,10 +11,38 @@ def test_production_refuses_the_default_admin_token() -> None:
         Settings(environment="production")
 
 
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("", "is empty"),
+        ("   ", "is empty"),
+        (" change-me", "whitespace"),
+        ("Ul0dgmJ8vTQ-1rl9Dq3aGkmtw3oQx7LZ2nAxXtQ0b4s\n", "whitespace"),
+        ("CHANGE_ME", "placeholder"),
+        ("x", "only 1 characters"),
+        ("s3cret-value", "only 12 characters"),
+    ],
+    ids=["empty", "blank", "padded", "trailing-newline", "placeholder", "short", "12-chars"],
+)
+def test_production_refuses_a_weak_admin_token_saying_how_to_make_one(
+    token: str, reason: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(environment="production", admin_token=token)
+
+    message = str(refused.value)
+    assert "BEACON_ADMIN_TOKEN" in message
+    assert reason in message
+    assert "secrets.token_urlsafe(32)" in message
+
+
 def test_production_starts_with_a_real_secret() -> None:
-    assert (
-        Settings(environment="production", admin_token="s3cret-value").environment == "production"
-    )
+    token = "Ul0dgmJ8vTQ-1rl9Dq3aGkmtw3oQx7LZ2nAxXtQ0b4s"
+    assert Settings(environment="production", admin_token=token).environment == "production"
+
+
+def test_development_keeps_the_placeholder_token() -> None:
+    assert Settings().admin_token == "change-me"
 
 
 def test_settings_come_from_beacon_variables(monkeypatch: pytest.MonkeyPatch) -> None:
