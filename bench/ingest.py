@@ -18,6 +18,10 @@ The phases:
    measured from the scheduled time, so a stalled server is not hidden (coordinated omission);
 4. durability: the events the admin API reports stored must equal the events acknowledged.
 
+For `/track`, throughput beside a poison client sending `POISON_RPS` requests/s whose events nest
+too deep to store (each must be refused with 422) is compared with throughput without it, in
+alternating slices: reported as a ratio (target >= 0.9).
+
 Prints one JSON document to stdout; progress goes to stderr. Usage: `python bench/ingest.py
 [--duration S] [--connections N] [--backend sqlite|postgres|all] [--protocol tracardi|segment|all]`.
 """
@@ -50,7 +54,7 @@ from loadgen import (
     get_request,
     open_loop,
 )
-from payloads import APIS, Api, Source
+from payloads import APIS, Api, PoisonTrack, Source
 from processes import (
     RssSampler,
     Server,
@@ -70,6 +74,9 @@ EVENTS_PER_REQUEST = 2
 WARMUP_S = 2.0
 PHASE_PAUSE_S = 0.5
 CONNECTIONS_PER_PROCESS = 64
+POISON_RPS = 25.0
+POISON_SLICES = 4
+MIN_POISON_RATIO = 0.9
 DEFAULT_POSTGRES_URL = "postgresql://127.0.0.1:5432/test"
 
 # The issue's targets: events/s per backend, and the half-rate p99 on SQLite only.
@@ -103,7 +110,12 @@ async def stored_events(port: int, admin_token: str) -> int:
 
 
 async def drive_load(
-    server: Server, clients: list[VirtualClient], *, duration: float, admin_token: str
+    server: Server,
+    clients: list[VirtualClient],
+    *,
+    duration: float,
+    admin_token: str,
+    poison: VirtualClient | None = None,
 ) -> dict[str, Any]:
     tree = process_tree(server.process.pid)
     sampler = RssSampler(tree)
@@ -122,6 +134,13 @@ async def drive_load(
         progress(f"  {max_rps:.0f} requests/s, p99 {peak.percentile_ms(0.99)} ms")
         await asyncio.sleep(PHASE_PAUSE_S)
 
+        poisoned: dict[str, Any] | None = None
+        if poison is not None:
+            progress(f"poison client at {POISON_RPS:.0f} requests/s, alternating, {2 * duration} s")
+            poisoned = await compare_with_poison(clients, poison, duration)
+            progress(f"  ratio to no poison {poisoned['ratio_to_no_poison']}")
+            await asyncio.sleep(PHASE_PAUSE_S)
+
         half: Recorder | None = None
         target_rps = max_rps / 2
         if target_rps > 0:
@@ -134,6 +153,8 @@ async def drive_load(
     sampler.sample()
 
     recorders = [warmup, peak] + ([half] if half is not None else [])
+    if poisoned is not None:
+        recorders += poisoned.pop("recorders")
     acknowledged = sum(r.ok for r in recorders) * EVENTS_PER_REQUEST
     errors: Counter[str] = Counter()
     for recorder in recorders:
@@ -156,10 +177,46 @@ async def drive_load(
         "server_processes": len(tree),
         "server_cpu_pct": round(100 * server_cpu / peak.elapsed, 1),
         "load_generator_cpu_pct": round(100 * own_cpu / peak.elapsed, 1),
+        "with_poison": poisoned,
         "events_acknowledged": acknowledged,
         "events_stored": stored,
         "errors": sum(errors.values()),
         "error_kinds": dict(errors),
+    }
+
+
+async def compare_with_poison(
+    clients: list[VirtualClient], poison: VirtualClient, duration: float
+) -> dict[str, Any]:
+    """Throughput beside the poison client as a ratio to without it: `POISON_SLICES` pairs of
+    alternating slices, so that the machine's drift weighs on both sides alike."""
+    slice_s = duration / POISON_SLICES
+    clean: list[Recorder] = []
+    poisoned: list[Recorder] = []
+    refused: list[Recorder] = []
+    for _ in range(POISON_SLICES):
+        clean.append(await closed_loop(clients, slice_s))
+        normal, bad = await asyncio.gather(
+            closed_loop(clients, slice_s), open_loop([poison], POISON_RPS, slice_s)
+        )
+        poisoned.append(normal)
+        refused.append(bad)
+
+    def rate(recorders: list[Recorder]) -> float:
+        return sum(r.ok for r in recorders) / sum(r.elapsed for r in recorders)
+
+    otherwise: Counter[str] = Counter()
+    for recorder in refused:
+        otherwise.update(recorder.errors)
+    return {
+        "poison_requests_per_s": POISON_RPS,
+        "events_per_s_without": round(rate(clean) * EVENTS_PER_REQUEST, 1),
+        "events_per_s_with": round(rate(poisoned) * EVENTS_PER_REQUEST, 1),
+        "ratio_to_no_poison": round(rate(poisoned) / rate(clean), 3),
+        "p99_ms_with": max(r.percentile_ms(0.99) or 0.0 for r in poisoned),
+        "poison_refused_422": sum(r.ok for r in refused),
+        "poison_otherwise": dict(otherwise),
+        "recorders": clean + poisoned,
     }
 
 
@@ -184,8 +241,15 @@ def bench_backend(
             VirtualClient(server.port, api.payload(index, server.port, source))
             for index in range(connections)
         ]
+        poison = VirtualClient(server.port, PoisonTrack(server.port, source))
         figures = runner.run(
-            drive_load(server, clients, duration=args.duration, admin_token=admin_token)
+            drive_load(
+                server,
+                clients,
+                duration=args.duration,
+                admin_token=admin_token,
+                poison=poison if api is APIS["tracardi"] else None,
+            )
         )
     return {
         "endpoint": api.endpoint,
@@ -255,6 +319,12 @@ def targets(name: str, figures: dict[str, Any]) -> Verdicts:
         result[f"{name}_half_rate_p99_ms"] = check(
             figures["half_rate"]["p99_ms"], "<", HALF_RATE_MAX_P99_MS[backend]
         )
+    poisoned = figures.get("with_poison")
+    if poisoned is not None:
+        result[f"{name}_poison_ratio"] = check(
+            poisoned["ratio_to_no_poison"], ">=", MIN_POISON_RATIO
+        )
+        result[f"{name}_poison_refused"] = check(len(poisoned["poison_otherwise"]), "==", 0)
     result[f"{name}_durable"] = {
         "target": "events_stored == events_acknowledged",
         "value": [figures["events_stored"], figures["events_acknowledged"]],

@@ -24,6 +24,28 @@ class Source:
     write_key: str
 
 
+# --- a poison client: events nested deeper than Beacon stores ----------------------------------
+
+POISON_DEPTH = 252  # once failed the group commit it shared (the serializer stops at 254)
+
+
+class PoisonTrack:
+    """A client whose every `/track` nests an event property `POISON_DEPTH` arrays deep: each
+    must be refused with 422, and must cost the other clients nothing."""
+
+    def __init__(self, port: int, source: Source) -> None:
+        head = json.dumps({"source": {"id": source.id}, "session": {"id": "poison"}})[:-1]
+        nested = "[" * POISON_DEPTH + "]" * POISON_DEPTH
+        body = f'{head},"events":[{{"type":"t","properties":{{"v":{nested}}}}}]}}'
+        self.next_request = post_request(port, "/track", body.encode())
+
+    def request(self) -> bytes:
+        return self.next_request
+
+    def answered(self, status: int, body: bytes) -> str | None:
+        return None if status == 422 else f"poison_answered_{status}"
+
+
 # --- Tracardi: /track --------------------------------------------------------------------------
 
 
