@@ -81,7 +81,7 @@ def create_app(
     app.state.sources = runtime.sources
     app.state.event_types = runtime.event_types
     app.state.metrics = runtime.metrics
-    app.state.sql_writer = runtime.run_sql
+    app.state.writer = runtime.writer
     app.state.forget_profiles = runtime.store.forget_profiles
     app.state.readiness_checks = {"database": runtime.ping_database, "bus": runtime.bus.ping}
 

@@ -11,8 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from beacon.core.clock import Clock
-from beacon.core.sql import SqlWriter
 from beacon.settings import Settings
+from beacon.storage.writer import Writer
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -33,8 +33,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_sql_writer(request: Request) -> SqlWriter:
-    writer: SqlWriter = request.app.state.sql_writer
+def get_writer(request: Request) -> Writer:
+    writer: Writer = request.app.state.writer
     return writer
 
 
@@ -65,5 +65,5 @@ def refuse_nul(request: Request) -> None:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-SqlWriterDep = Annotated[SqlWriter, Depends(get_sql_writer)]
+WriterDep = Annotated[Writer, Depends(get_writer)]
 AdminAuth = Depends(require_admin)

@@ -1,16 +1,20 @@
 """The running parts of a Beacon process, started and stopped in order.
 
-`Runtime` owns the database engine, the ingest store with its group committer, the bus, the
-outbox relay and (in embedded mode) the consumers. The server and `beacon worker` build one.
+`Runtime` builds the platform (database, writer, bus, outbox relay), lets every domain register
+its write handlers and its workers, and starts what the process's role runs: a server relays
+its outbox and serves the ingest edge; consumers and periodic jobs run in the server on the
+embedded set-up (memory bus), else in `beacon worker` processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
 from sqlalchemy import text
@@ -19,44 +23,70 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from beacon.bus.base import Bus
 from beacon.bus.factory import create_bus
 from beacon.bus.memory import MemoryBus
-from beacon.bus.messages import EVENTS_TOPIC
-from beacon.bus.outbox import OutboxRelay
+from beacon.bus.outbox import OutboxRelay, delete_outbox_rows
 from beacon.core.clock import Clock
 from beacon.core.db import create_engine
 from beacon.core.metrics import Metrics
-from beacon.core.sql import SqlWork
+from beacon.events import retention
 from beacon.events.event_types import EventTypeCatalog
-from beacon.events.retention import RetentionBusy, purge_expired_events
 from beacon.identity import worker as last_seen
-from beacon.ingest.commands import OutboxDelete, ProfileTouch, SqlCommand, WriteCommand
-from beacon.ingest.commit import GroupCommitter
 from beacon.ingest.pipeline import IngestEdge
 from beacon.ingest.store import IngestStore
-from beacon.ingest.store_postgres import PostgresIngestStore
-from beacon.ingest.store_sqlite import SqliteIngestStore
+from beacon.platform import Platform
 from beacon.settings import Settings
 from beacon.sources.service import SourceCatalog
+from beacon.storage.factory import create_database
+from beacon.storage.writer import Writer
+from beacon.workers.registry import Registry
 
 Role = Literal["server", "worker"]
-RETENTION_FIRST_PASS_DELAY = 30.0  # seconds after start-up, so start-up itself stays quick
+Register = Callable[[Registry, Platform], None]
+
+# Every domain's `register(registry, platform)`: its consumers, periodic jobs and timer kinds.
+DOMAINS: tuple[Register, ...] = (last_seen.register, retention.register)
 
 log = structlog.get_logger()
 
 
-def create_store(settings: Settings, clock: Clock) -> IngestStore:
-    if settings.is_sqlite:
-        return SqliteIngestStore(
-            settings.sqlite_path,
-            clock=clock,
-            synchronous=settings.sqlite_synchronous,
-            conflict_policy=settings.identity_conflict_policy,
-        )
-    return PostgresIngestStore(
-        settings.database_url,
-        clock=clock,
-        pool_size=settings.database_pool_size,
-        conflict_policy=settings.identity_conflict_policy,
+def create_writer(
+    settings: Settings, clock: Clock, *, metrics: Metrics | None = None
+) -> tuple[Writer, IngestStore]:
+    """The write path of a process on the settings' database, with every domain's job kinds
+    (and ingest's store, whose caches the admin API must tell of erasures)."""
+    database = create_database(settings, clock)
+    writer = Writer(
+        database,
+        max_batch=settings.commit_batch_max,
+        on_batch=None if metrics is None else metrics.commit_batch_size.observe,
     )
+    store = IngestStore(database, clock=clock, conflict_policy=settings.identity_conflict_policy)
+    store.register(writer)
+    return writer, store
+
+
+@asynccontextmanager
+async def write_path(settings: Settings, clock: Clock) -> AsyncIterator[Writer]:
+    """A started write path for a command-line write (`beacon import`, `profiles erase`), which
+    commits with `Writer.commit`: a server may be running on the same database meanwhile."""
+    writer, _ = create_writer(settings, clock)
+    await writer.database.start()
+    try:
+        yield writer
+    finally:
+        await writer.database.close()
+
+
+def load_plugins(modules: list[str]) -> list[Register]:
+    """The `register` functions of the modules named by `BEACON_PLUGINS`: consumers, periodic
+    jobs and timer kinds of the operator's own, registered like a domain's."""
+    registers: list[Register] = []
+    for name in modules:
+        module = importlib.import_module(name)
+        register = getattr(module, "register", None)
+        if not callable(register):
+            raise ValueError(f"plugin {name!r} has no register(registry, platform) function")
+        registers.append(register)
+    return registers
 
 
 @dataclass
@@ -69,18 +99,25 @@ class Runtime:
     def __post_init__(self) -> None:
         self.engine: AsyncEngine = create_engine(self.settings)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self.store = create_store(self.settings, self.clock)
-        self.committer: GroupCommitter[WriteCommand] = GroupCommitter(
-            self.store.commit,
-            max_batch=self.settings.commit_batch_max,
-            on_batch=self.metrics.commit_batch_size.observe,
-            is_transient=self.store.is_transient,
-        )
+        self.writer, self.store = create_writer(self.settings, self.clock, metrics=self.metrics)
+        self.database = self.writer.database
         self.bus: Bus = create_bus(
             self.settings.bus_url,
             partitions=self.settings.bus_partitions,
             prefix=self.settings.bus_prefix,
         )
+        self.platform = Platform(
+            settings=self.settings,
+            clock=self.clock,
+            engine=self.engine,
+            database=self.database,
+            writer=self.writer,
+            bus=self.bus,
+            metrics=self.metrics,
+        )
+        self.registry = Registry()
+        for register in (*DOMAINS, *load_plugins(self.settings.plugins)):
+            register(self.registry, self.platform)
         self.sources = SourceCatalog(
             self.sessions, ttl=self.settings.cache_ttl_seconds, clock=self.clock
         )
@@ -89,7 +126,7 @@ class Runtime:
         )
         self.relay = OutboxRelay(
             self.bus,
-            fetch_stale=self.store.stale_outbox,
+            fetch_stale=self.database.stale_outbox,
             acknowledge=self._acknowledge,
             clock=self.clock,
             sweep_interval=self.settings.relay_sweep_seconds,
@@ -101,13 +138,13 @@ class Runtime:
             clock=self.clock,
             sources=self.sources,
             event_types=self.event_types,
-            committer=self.committer,
+            writer=self.writer,
             metrics=self.metrics,
             sessions=self.sessions,
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._retention: asyncio.Task[None] | None = None
+        self._periodic: list[asyncio.Task[None]] = []
 
     @property
     def consumes(self) -> bool:
@@ -115,72 +152,52 @@ class Runtime:
         return self.role == "worker" or isinstance(self.bus, MemoryBus)
 
     async def _acknowledge(self, ids: list[str]) -> None:
-        await self.committer.submit(OutboxDelete(ids))
-
-    async def run_sql(self, work: SqlWork) -> Any:
-        """Run domain work in the single write path (see `core.sql.SqlWriter`)."""
-        return await self.committer.submit(SqlCommand(work))
-
-    async def _write_last_seen(self, latest: dict[str, datetime]) -> None:
-        await self.committer.submit(ProfileTouch(latest))
+        await self.writer.run(lambda tx: delete_outbox_rows(tx, ids))
 
     async def start(self) -> None:
-        await self.store.start()
-        self.committer.start()
-        if self.consumes:
-            self.bus.subscribe(
-                last_seen.SUBSCRIBER,
-                EVENTS_TOPIC,
-                last_seen.last_seen_consumer(self._write_last_seen),
-            )
+        await self.database.start()
+        self.writer.start()
         if self.role == "server":
-            self.store.on_committed = self.relay.hand_off
+            self.database.on_committed = self.relay.hand_off
             self._tasks.append(asyncio.create_task(self.relay.run(self._stop), name="outbox-relay"))
-            self._retention = asyncio.create_task(self._run_retention(), name="retention")
         if self.consumes:
-            self._tasks.append(
-                asyncio.create_task(self.bus.consume(self._stop), name="bus-consume")
-            )
+            self._start_consumers()
+            self._start_timers()
+
+    def _start_consumers(self) -> None:
+        """Subscribe every registered consumer and start delivering to them."""
+        for consumer in self.registry.consumers.values():
+            self.bus.subscribe(consumer.name, consumer.topic, consumer.handle)
+        self._tasks.append(asyncio.create_task(self.bus.consume(self._stop), name="bus-consume"))
+
+    def _start_timers(self) -> None:
+        """Start the periodic jobs (and, later, the timers that come due)."""
+        for job in self.registry.periodic_jobs.values():
+            self._periodic.append(asyncio.create_task(self._run_periodic(job.name), name=job.name))
 
     async def stop(self) -> None:
         """Stop taking work, relay what was committed, then close connections."""
         self._stop.set()
-        if self._retention is not None:  # a pass stops between two statements
-            self._retention.cancel()
+        for periodic in self._periodic:  # a pass stops between two statements
+            periodic.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._retention
+                await periodic
         for task in self._tasks:
             await task
-        await self.committer.stop()
-        await self.store.close()
+        await self.writer.stop()
+        await self.database.close()
         await self.bus.close()
         await self.engine.dispose()
 
-    async def _run_retention(self) -> None:
-        """Purge expired events shortly after start-up, then every retention interval."""
-        interval = self.settings.retention_interval_seconds
-        delay = min(RETENTION_FIRST_PASS_DELAY, interval)
+    async def _run_periodic(self, name: str) -> None:
+        job = self.registry.periodic_jobs[name]
+        delay = min(job.first_after, job.every).total_seconds()
         while not await self._stopped_within(delay):
-            delay = interval
+            delay = job.every.total_seconds()
             try:
-                report = await purge_expired_events(
-                    engine=self.engine,
-                    now=self.clock.now(),
-                    default_days=self.settings.retention_days,
-                    batch_size=self.settings.retention_batch_size,
-                )
-            except RetentionBusy:
-                log.info("retention_skipped", reason="another process is running a pass")
+                await job.run()
             except Exception:
-                log.exception("retention_failed")
-            else:
-                log.info(
-                    "retention_pass",
-                    events_deleted=report.events_deleted,
-                    partitions_dropped=list(report.partitions_dropped),
-                    event_keys_deleted=report.event_keys_deleted,
-                    dead_letters_deleted=report.dead_letters_deleted,
-                )
+                log.exception("periodic_job_failed", job=name)
 
     async def _stopped_within(self, seconds: float) -> bool:
         with contextlib.suppress(TimeoutError):
@@ -191,7 +208,7 @@ class Runtime:
         await self._stop.wait()
 
     async def ping_database(self) -> None:
-        await self.store.ping()
+        await self.database.ping()
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_ADMIN_TOKEN = "change-me"  # noqa: S105 - the placeholder production mode refuses
 MIN_ADMIN_TOKEN_LENGTH = 32
@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     relay_sweep_seconds: float = Field(default=5.0, gt=0)
     cache_ttl_seconds: float = Field(default=2.0, ge=0)
     database_pool_size: int = Field(default=8, ge=1)
+    plugins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Modules (comma-separated) whose register(registry, platform) adds consumers,"
+        " periodic jobs and timer kinds of your own.",
+    )
 
     # How long `beacon serve` lets a client take; a day bounds each, past any sensible value.
     http_header_timeout_seconds: float = Field(
@@ -121,6 +126,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Connections one server process holds; past it a new one is answered 503.",
     )
+
+    @field_validator("plugins", mode="before")
+    @classmethod
+    def _split_plugins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
     @model_validator(mode="after")
     def _refuse_weak_secret_in_production(self) -> Settings:

@@ -16,12 +16,12 @@ import pytest
 
 from beacon.bus.memory import MemoryBus
 from beacon.bus.messages import EVENTS_TOPIC, Envelope, OutboxBatch
-from beacon.bus.outbox import OutboxRelay
+from beacon.bus.outbox import OutboxRelay, delete_outbox_rows
 from beacon.core.clock import FrozenClock
 from beacon.core.ids import new_id
-from beacon.ingest.commands import NewEvent, OutboxDelete, TrackCommand
-from beacon.ingest.store import IngestStore
-from beacon.runtime import create_store
+from beacon.ingest.commands import NewEvent, TrackCommand
+from beacon.runtime import create_writer
+from beacon.storage.writer import Work, Writer
 from tests.conftest import make_settings
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -51,7 +51,7 @@ class Recorder:
 
 @dataclass
 class Relayed:
-    store: IngestStore
+    writer: Writer
     clock: FrozenClock
     relay: OutboxRelay
     recorder: Recorder
@@ -64,30 +64,30 @@ def clock() -> FrozenClock:
 
 
 @pytest.fixture
-async def store(database_url: str, clock: FrozenClock) -> AsyncIterator[IngestStore]:
-    store = create_store(make_settings(database_url), clock)
-    await store.start()
+async def writer(database_url: str, clock: FrozenClock) -> AsyncIterator[Writer]:
+    writer, _ = create_writer(make_settings(database_url), clock)
+    await writer.database.start()
     try:
-        yield store
+        yield writer
     finally:
-        await store.close()
+        await writer.database.close()
 
 
 @pytest.fixture
-def relayed(store: IngestStore, clock: FrozenClock) -> Relayed:
-    """A relay on `store` with the budget BUDGET, recording every fetch of stale rows."""
+def relayed(writer: Writer, clock: FrozenClock) -> Relayed:
+    """A relay on `writer`'s database with the budget BUDGET, recording every stale-row fetch."""
     recorder = Recorder()
     bus = MemoryBus()
     bus.subscribe("recorder", EVENTS_TOPIC, recorder)
     fetched: list[list[OutboxBatch]] = []
 
     async def fetch_stale(older_than: datetime, max_envelopes: int) -> list[OutboxBatch]:
-        rows = await store.stale_outbox(older_than, max_envelopes)
+        rows = await writer.database.stale_outbox(older_than, max_envelopes)
         fetched.append(rows)
         return rows
 
     async def acknowledge(ids: list[str]) -> None:
-        await store.commit([OutboxDelete(ids)])
+        await writer.commit([Work(lambda tx: delete_outbox_rows(tx, ids))])
 
     relay = OutboxRelay(
         bus,
@@ -96,7 +96,7 @@ def relayed(store: IngestStore, clock: FrozenClock) -> Relayed:
         clock=FrozenClock(LATER),
         max_envelopes=BUDGET,
     )
-    return Relayed(store, clock, relay, recorder, fetched)
+    return Relayed(writer, clock, relay, recorder, fetched)
 
 
 async def commit_rows(relayed: Relayed, sizes: list[int]) -> list[list[str]]:
@@ -114,7 +114,7 @@ async def commit_rows(relayed: Relayed, sizes: list[int]) -> list[list[str]]:
             resolve_profile=False,
             session_id=f"visit-{n % 3}",
         )
-        await relayed.store.commit([command])
+        await relayed.writer.commit([command])
         rows.append([e.id for e in events])
         relayed.clock.advance(timedelta(seconds=1))  # rows are relayed oldest first
     return rows
@@ -127,8 +127,8 @@ async def run_once(relay: OutboxRelay) -> None:
     await relay.run(stop)
 
 
-async def left_in_outbox(store: IngestStore) -> list[OutboxBatch]:
-    return await store.stale_outbox(LATER + timedelta(days=1), 1_000_000)
+async def left_in_outbox(writer: Writer) -> list[OutboxBatch]:
+    return await writer.database.stale_outbox(LATER + timedelta(days=1), 1_000_000)
 
 
 async def test_a_sweep_relays_rows_of_many_events_within_its_envelope_budget(
@@ -143,13 +143,13 @@ async def test_a_sweep_relays_rows_of_many_events_within_its_envelope_budget(
     assert all(len(sizes) == 1 or sum(sizes) <= BUDGET for sizes in read), read
     assert [1300] in read  # the row over the budget is read on its own
     assert read[-1] == []  # the sweep went on until nothing was left
-    assert await left_in_outbox(relayed.store) == []
+    assert await left_in_outbox(relayed.writer) == []
 
 
 async def test_the_fast_path_publishes_handed_over_rows_within_the_envelope_budget(
     relayed: Relayed,
 ) -> None:
-    relayed.store.on_committed = relayed.relay.hand_off
+    relayed.writer.database.on_committed = relayed.relay.hand_off
     rows = await commit_rows(relayed, SIZES)
 
     await relayed.relay.flush()
@@ -158,7 +158,7 @@ async def test_the_fast_path_publishes_handed_over_rows_within_the_envelope_budg
     single_rows = [ids for ids in rows if len(ids) > BUDGET]
     for call in relayed.recorder.calls:
         assert len(call) <= BUDGET or [e.id for e in call] in single_rows, len(call)
-    assert await left_in_outbox(relayed.store) == []
+    assert await left_in_outbox(relayed.writer) == []
 
 
 async def test_rows_a_failed_publish_left_are_relayed_by_the_next_sweep(
@@ -174,4 +174,4 @@ async def test_rows_a_failed_publish_left_are_relayed_by_the_next_sweep(
     everything = [i for row in rows for i in row]
     assert 0 < len(first_run) < len(everything)
     assert relayed.recorder.delivered == everything  # nothing lost, nothing out of order
-    assert await left_in_outbox(relayed.store) == []
+    assert await left_in_outbox(relayed.writer) == []

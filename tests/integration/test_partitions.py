@@ -98,7 +98,10 @@ async def test_a_merge_with_an_event_of_a_month_retention_dropped_is_stored_once
     phone = await track(
         client, source_id, "phone", [page_view("first", datetime(2021, 1, 3, tzinfo=UTC))]
     )
-    report = await purge_expired_events(engine=app.state.runtime.engine, now=now, default_days=730)
+    runtime = app.state.runtime
+    report = await purge_expired_events(
+        engine=runtime.engine, writer=runtime.writer, now=now, default_days=730
+    )
     assert "events_y2021m01" in report.partitions_dropped
     late = page_view("late", datetime(2021, 1, 4, tzinfo=UTC))
     body = track_body(source_id, [identify("u-2"), late], session_id="phone", profile_id=phone)

@@ -112,7 +112,10 @@ async def count(app: FastAPI, model: type[EventKey] | type[DeadLetter]) -> int:
 
 async def purge(app: FastAPI, now: datetime, **options: Any) -> RetentionReport:
     options.setdefault("default_days", DAYS)
-    return await purge_expired_events(engine=app.state.runtime.engine, now=now, **options)
+    runtime = app.state.runtime
+    return await purge_expired_events(
+        engine=runtime.engine, writer=runtime.writer, now=now, **options
+    )
 
 
 async def partitions(app: FastAPI) -> set[str]:
@@ -487,7 +490,7 @@ async def test_a_failing_pass_is_logged_and_the_server_keeps_serving(
         calls.append(options["now"])
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("beacon.runtime.purge_expired_events", broken)
+    monkeypatch.setattr("beacon.events.retention.purge_expired_events", broken)
     settings = make_settings(database_url, retention_interval_seconds=0.01)
     with capture_logs() as logs:
         async with started(settings) as (app, http):
@@ -499,7 +502,11 @@ async def test_a_failing_pass_is_logged_and_the_server_keeps_serving(
             await track(http, ("after", "page-view", ago(1)))
             assert await stored(app) == {"after"}
 
-    failures = [entry for entry in logs if entry["event"] == "retention_failed"]
+    failures = [
+        entry
+        for entry in logs
+        if entry["event"] == "periodic_job_failed" and entry["job"] == "retention"
+    ]
     assert len(failures) >= 2
     assert calls[0] == RECEIVED  # the pass looks from the runtime's clock
 

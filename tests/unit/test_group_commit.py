@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from beacon.ingest.commit import CommitFailed, CommitterStopped, GroupCommitter, JobRefused
+from beacon.storage.commit import CommitFailed, CommitterStopped, GroupCommitter, JobRefused
 
 
 async def test_concurrent_jobs_share_flushes_and_get_their_own_results() -> None:

@@ -18,12 +18,14 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 
 from beacon.bus.base import Bus
 from beacon.bus.messages import OutboxBatch
 from beacon.core.clock import Clock
+from beacon.core.sql import Sql, chunks, in_list
 
 log = structlog.get_logger()
 
@@ -124,3 +126,13 @@ class OutboxRelay:
         if self._on_relayed is not None:
             self._on_relayed(len(envelopes))
         return True
+
+
+async def delete_outbox_rows(tx: _HasSql, ids: list[str]) -> None:
+    """Delete outbox rows that were relayed (in a transaction of the write path)."""
+    for batch in chunks(ids):
+        await tx.sql.execute(f"DELETE FROM outbox WHERE id IN ({in_list(len(batch))})", *batch)
+
+
+class _HasSql(Protocol):
+    sql: Sql

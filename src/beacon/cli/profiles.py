@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -62,11 +61,11 @@ def profiles_erase(
 
     Irreversible. What remains is an audit record: a digest of the id, the time and the counts.
     """
-    from beacon.core.sql import Sql
     from beacon.identity import erasure
     from beacon.identity import service as identity_service
-    from beacon.ingest.commands import SqlCommand
-    from beacon.runtime import create_store
+    from beacon.runtime import write_path
+    from beacon.storage.transaction import Tx
+    from beacon.storage.writer import Work
 
     async def resolve(settings: Settings) -> str | None:
         async def work(session: Any) -> str | None:
@@ -93,19 +92,14 @@ def profiles_erase(
             raise CliError("not confirmed: nothing was erased (--yes erases without asking)")
 
     async def erase(settings: Settings) -> dict[str, Any] | None:
-        # The API's single write path: the ingest store runs the action in its transaction.
-        store = create_store(settings, SystemClock())
-        await store.start()
-        try:
+        # The API's single write path, in this process: a running server may write meanwhile.
+        async with write_path(settings, SystemClock()) as writer:
 
-            async def work(sql: Sql, now: datetime) -> dict[str, Any] | None:
-                return await erasure.erase_profile(sql, profile_id=target, now=now)
+            async def work(tx: Tx) -> dict[str, Any] | None:
+                return await erasure.erase_profile(tx, profile_id=target)
 
-            results = await store.commit([SqlCommand(work)])
-            record: dict[str, Any] | None = results[0]
-            return record
-        finally:
-            await store.close()
+            [record] = await writer.commit([Work(work)])
+            return cast("dict[str, Any] | None", record)
 
     record = run_async(erase)
     if record is None:  # erased by someone else since it was looked up

@@ -25,26 +25,34 @@ def retention_run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from beacon.events.retention import RetentionBusy, RetentionReport, purge_expired_events
+    from beacon.runtime import write_path
 
     async def run(settings: Settings) -> RetentionReport:
         engine = create_engine(settings)
-        purge = functools.partial(
-            purge_expired_events,
-            engine=engine,
-            now=SystemClock().now(),
-            default_days=settings.retention_days,
-            batch_size=settings.retention_batch_size,
-        )
+        clock = SystemClock()
         try:
-            plan = await purge(dry_run=True)
-            if dry_run:
-                return plan
-            columns = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-            with Progress(
-                *columns, console=console, transient=True, disable=not console.is_terminal
-            ) as progress:
-                task = progress.add_task("deleting", total=plan.rows_total)
-                return await purge(on_progress=lambda count: progress.advance(task, count))
+            async with write_path(settings, clock) as writer:
+                writer.start()
+                purge = functools.partial(
+                    purge_expired_events,
+                    engine=engine,
+                    writer=writer,
+                    now=clock.now(),
+                    default_days=settings.retention_days,
+                    batch_size=settings.retention_batch_size,
+                )
+                try:
+                    plan = await purge(dry_run=True)
+                    if dry_run:
+                        return plan
+                    columns = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+                    with Progress(
+                        *columns, console=console, transient=True, disable=not console.is_terminal
+                    ) as progress:
+                        task = progress.add_task("deleting", total=plan.rows_total)
+                        return await purge(on_progress=lambda count: progress.advance(task, count))
+                finally:
+                    await writer.stop()
         except RetentionBusy as exc:
             raise CliError(f"{exc}; try again when it has finished") from exc
         finally:

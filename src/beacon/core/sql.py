@@ -1,15 +1,14 @@
 """One SQL text for both databases: `?` placeholders, run through a `Sql` of either driver.
 
-Domain actions that must run inside the ingest transaction (identity resolution, merges) are
-written once against this protocol; the SQLite and PostgreSQL stores adapt it to their driver.
+Every domain's writes (identity resolution, merges, trait edits, timers...) are written once
+against this protocol; `storage.sqlite` and `storage.postgres` adapt it to their driver.
 Times are passed as UTC-aware datetimes and converted to each database's storage form.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime
+from collections.abc import Iterable, Sequence
 from itertools import islice
 from typing import Any, Protocol, TypeVar
 
@@ -25,17 +24,12 @@ class Sql(Protocol):
         """Run a query; return its rows as tuples."""
         ...
 
-    async def execute(self, sql: str, *args: Any) -> None:
-        """Run a statement."""
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement; return how many rows it changed."""
         ...
 
-
-SqlWork = Callable[[Sql, datetime], Awaitable[Any]]
-
-
-class SqlWriter(Protocol):
-    async def __call__(self, work: SqlWork) -> Any:
-        """Run `work` in the single write path's transaction; return its result once committed."""
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run a statement once per row of arguments."""
         ...
 
 

@@ -10,20 +10,22 @@ An event is expired when `occurred_at < now - days`, days being its event type's
 3. deletes `event_keys` older than the longest retention in force, and dead letters older than
    the global one.
 
-Every write is one statement run in autocommit mode, never a transaction spanning an `await`:
-on SQLite the ingest writer runs on the same event loop and would block the loop waiting for a
-write lock held by a transaction that needs the loop to commit.
+Every delete is one statement in its own transaction of the write path (`storage.Writer`), so
+on SQLite it takes its turn with ingest's and the admin API's writes instead of contending for
+the file's write lock; reads and PostgreSQL's partition DDL (which cannot run in a
+transaction) use their own connection in autocommit mode.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import (
     ColumnElement,
     Delete,
@@ -46,7 +48,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from beacon.core.db import UtcDateTime
 from beacon.events.models import Event, EventKey, EventType, dead_letters
-from beacon.events.partitions import next_month
+from beacon.platform import Platform
+from beacon.storage.compiled import execute_statement
+from beacon.storage.partitions import next_month
+from beacon.storage.writer import Writer
+from beacon.workers.registry import PeriodicJob, Registry
+
+log = structlog.get_logger()
 
 DEFAULT_BATCH_SIZE = 5000
 # pg_try_advisory_lock key: one retention pass at a time per database, whatever the process.
@@ -57,6 +65,7 @@ DETACH_MARKER = "beacon retention: detaching"
 PARTITION_NAME = re.compile(r"^events_y(\d{4})m(\d{2})$")
 
 Progress = Callable[[int], None]
+DeleteRows = Callable[[Delete], Awaitable[int]]
 
 
 class RetentionBusy(Exception):
@@ -142,6 +151,7 @@ async def load_policy(*, engine: AsyncEngine, now: datetime, default_days: int) 
 async def purge_expired_events(
     *,
     engine: AsyncEngine,
+    writer: Writer,
     now: datetime,
     default_days: int,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -159,6 +169,10 @@ async def purge_expired_events(
         raise ValueError("batch_size must be at least 1")
     progress = on_progress or (lambda _count: None)
     policy = await load_policy(engine=engine, now=now, default_days=default_days)
+
+    async def delete_rows(statement: Delete) -> int:
+        return await writer.run(lambda tx: execute_statement(tx, statement))
+
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     async with _one_pass_at_a_time(autocommit, enabled=not dry_run):
         async with autocommit.connect() as conn:
@@ -170,9 +184,11 @@ async def purge_expired_events(
                 if dry_run:
                     events += await _count(conn, select(func.count()).where(rule))
                 else:
-                    events += await _delete_events(conn, rule, batch_size, progress)
-            keys = await _purge_event_keys(conn, policy, batch_size, dry_run, progress)
-            letters = await _purge_dead_letters(conn, policy, batch_size, dry_run, progress)
+                    events += await _delete_events(conn, delete_rows, rule, batch_size, progress)
+            keys = await _purge_event_keys(conn, delete_rows, policy, batch_size, dry_run, progress)
+            letters = await _purge_dead_letters(
+                conn, delete_rows, policy, batch_size, dry_run, progress
+            )
     return RetentionReport(
         events_deleted=events,
         partitions_dropped=tuple(dropped),
@@ -203,7 +219,11 @@ async def _count(conn: AsyncConnection, query: Select[int]) -> int:
 
 
 async def _delete_events(
-    conn: AsyncConnection, rule: ColumnElement[bool], batch_size: int, progress: Progress
+    conn: AsyncConnection,
+    delete_rows: DeleteRows,
+    rule: ColumnElement[bool],
+    batch_size: int,
+    progress: Progress,
 ) -> int:
     """Delete the events matching `rule`, oldest first, `batch_size` per statement.
 
@@ -220,7 +240,7 @@ async def _delete_events(
         if not rows:
             return deleted
         first, last = rows[0].occurred_at, rows[-1].occurred_at
-        result = await conn.execute(
+        count = await delete_rows(
             delete(Event).where(
                 Event.id.in_([row.id for row in rows]),
                 Event.occurred_at >= first,  # lets PostgreSQL prune partitions
@@ -228,15 +248,16 @@ async def _delete_events(
                 rule,  # checked again: the rows were read outside this statement
             )
         )
-        if result.rowcount == 0:  # removed meanwhile by someone else: nothing left to do here
+        if count == 0:  # removed meanwhile by someone else: nothing left to do here
             return deleted
-        deleted += result.rowcount
-        progress(result.rowcount)
+        deleted += count
+        progress(count)
         since = last
 
 
 async def _purge_event_keys(
     conn: AsyncConnection,
+    delete_rows: DeleteRows,
     policy: RetentionPolicy,
     batch_size: int,
     dry_run: bool,
@@ -248,11 +269,14 @@ async def _purge_event_keys(
         return await _count(conn, select(func.count()).select_from(EventKey).where(old))
     key = tuple_(EventKey.source_id, EventKey.external_id)
     batch = select(EventKey.source_id, EventKey.external_id).where(old).limit(batch_size)
-    return await _delete_batches(conn, delete(EventKey).where(key.in_(batch)), batch_size, progress)
+    return await _delete_batches(
+        delete_rows, delete(EventKey).where(key.in_(batch)), batch_size, progress
+    )
 
 
 async def _purge_dead_letters(
     conn: AsyncConnection,
+    delete_rows: DeleteRows,
     policy: RetentionPolicy,
     batch_size: int,
     dry_run: bool,
@@ -263,17 +287,16 @@ async def _purge_dead_letters(
         return await _count(conn, select(func.count()).select_from(dead_letters).where(old))
     batch = select(dead_letters.c.id).where(old).limit(batch_size)
     statement = delete(dead_letters).where(dead_letters.c.id.in_(batch))
-    return await _delete_batches(conn, statement, batch_size, progress)
+    return await _delete_batches(delete_rows, statement, batch_size, progress)
 
 
 async def _delete_batches(
-    conn: AsyncConnection, statement: Delete, batch_size: int, progress: Progress
+    delete_rows: DeleteRows, statement: Delete, batch_size: int, progress: Progress
 ) -> int:
     """Run a delete limited to `batch_size` rows until it removes fewer."""
     deleted = 0
     while True:
-        result = await conn.execute(statement)
-        count = int(result.rowcount)
+        count = await delete_rows(statement)
         if count:
             deleted += count
             progress(count)
@@ -397,3 +420,32 @@ def _quoted(conn: AsyncConnection, name: str) -> str:
 
 def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def register(registry: Registry, platform: Platform) -> None:
+    """Purge expired events every `retention_interval_seconds`, once across all processes."""
+    settings = platform.settings
+
+    async def run() -> None:
+        try:
+            report = await purge_expired_events(
+                engine=platform.engine,
+                writer=platform.writer,
+                now=platform.clock.now(),
+                default_days=settings.retention_days,
+                batch_size=settings.retention_batch_size,
+            )
+        except RetentionBusy:
+            log.info("retention_skipped", reason="another process is running a pass")
+            return
+        log.info(
+            "retention_pass",
+            events_deleted=report.events_deleted,
+            partitions_dropped=list(report.partitions_dropped),
+            event_keys_deleted=report.event_keys_deleted,
+            dead_letters_deleted=report.dead_letters_deleted,
+        )
+
+    registry.periodic(
+        PeriodicJob("retention", timedelta(seconds=settings.retention_interval_seconds), run)
+    )

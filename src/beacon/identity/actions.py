@@ -1,4 +1,5 @@
-"""Identity actions run inside the ingest transaction: attach identities, switch, merge.
+"""Identity actions: attach identities, switch, merge (inside the ingest transaction), and the
+admin API's edits of traits and consents, each recording its system event.
 
 Written once against `core.sql.Sql`, so SQLite and PostgreSQL run the same statements.
 
@@ -21,10 +22,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from beacon import lifecycle
 from beacon.core import jsonio
 from beacon.core.ids import new_id
 from beacon.core.sql import Sql, in_list
 from beacon.identity.traits import TraitOp, apply_trait_ops, sets
+from beacon.storage.transaction import Tx
 
 USER_ID = "user_id"
 EMAIL = "email"
@@ -338,4 +341,37 @@ async def set_consent(
         now,
         profile_id,
     )
+    return True
+
+
+async def edit_traits(tx: Tx, *, profile_id: str, ops: list[TraitOp]) -> bool:
+    """Apply trait operations (the admin API); record `profile.traits_changed` if a value
+    changed. False if the profile is unknown."""
+    before = await load_profile(tx.sql, profile_id)
+    if before is None:
+        return False
+    await update_traits(tx.sql, profile_id=profile_id, ops=ops, now=tx.now)
+    after = await load_profile(tx.sql, profile_id)
+    assert after is not None
+    changed = lifecycle.traits_changed(profile_id, before.traits, after.traits, tx.now)
+    if changed is not None:
+        await lifecycle.record(tx, [changed])
+    return True
+
+
+async def decide_consent(
+    tx: Tx, *, profile_id: str, channel: str, granted: bool, source: str
+) -> bool:
+    """Record a consent decision (the admin API); record `profile.consent_changed` when it
+    differs from the channel's last one. False if the profile is unknown."""
+    state = await load_profile(tx.sql, profile_id)
+    if state is None:
+        return False
+    last = state.consents.get(channel)
+    await set_consent(
+        tx.sql, profile_id=profile_id, channel=channel, granted=granted, source=source, now=tx.now
+    )
+    if not isinstance(last, dict) or last.get("granted") != granted:
+        event = lifecycle.consent_changed(profile_id, channel, granted, source, tx.now)
+        await lifecycle.record(tx, [event])
     return True

@@ -11,23 +11,27 @@ import re
 from datetime import datetime
 from typing import Any
 
+from beacon import lifecycle
 from beacon.core import jsonio
 from beacon.core.ids import new_id
 from beacon.core.sql import Sql, chunks, in_list
 from beacon.identity.numbers import could_be_a_number
+from beacon.storage.transaction import Tx
 
 ERASED_TABLES = ("events", "sessions", "identities")
 LIKE_ESCAPE = str.maketrans({"\\": "\\\\", "%": "\\%", "_": "\\_"})
 MAX_MERGE_HOPS = 8  # merges point at the survivor (one hop); the bound only guards a cycle
 
 
-async def erase_profile(sql: Sql, *, profile_id: str, now: datetime) -> dict[str, Any] | None:
-    """Delete a person everywhere (with profiles merged into them); keep a PII-free audit row.
+async def erase_profile(tx: Tx, *, profile_id: str) -> dict[str, Any] | None:
+    """Delete a person everywhere (with profiles merged into them); keep a PII-free audit row;
+    publish `profile.erased` (not stored) so that every consumer forgets them too.
 
     Client event keys stay, so late retries of the person's events are recognised as already
     stored and re-create nothing. Dead letters (refused payloads) that name the person go too
     (`_erase_dead_letters`). Returns the audit record, or None if the profile is unknown.
     """
+    sql, now = tx.sql, tx.now
     # Follow merges inside this transaction: a profile merged since the caller looked it up
     # is erased as the person it became, not as a leftover pointer.
     for _ in range(MAX_MERGE_HOPS):
@@ -65,6 +69,9 @@ async def erase_profile(sql: Sql, *, profile_id: str, now: datetime) -> dict[str
         record["subject"],
         now,
         jsonio.dumps_text(counts),
+    )
+    lifecycle.publish_only(
+        tx, lifecycle.profile_erased([profile_id, *sorted(set(ids) - {profile_id})], now)
     )
     return record
 

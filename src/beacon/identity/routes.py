@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 
-from beacon.core.sql import Sql
-from beacon.deps import AdminAuth, SessionDep, SqlWriterDep
+from beacon.deps import AdminAuth, SessionDep, WriterDep
 from beacon.identity import actions, erasure, service
 from beacon.identity.models import Profile, Session
 from beacon.identity.schemas import (
@@ -20,6 +18,7 @@ from beacon.identity.schemas import (
     SessionOut,
     TraitUpdate,
 )
+from beacon.storage.transaction import Tx
 
 router = APIRouter(prefix="/api/profiles", tags=["profiles"], dependencies=[AdminAuth])
 
@@ -62,51 +61,46 @@ async def profile_sessions(profile_id: str, session: SessionDep) -> list[Session
 
 @router.patch("/{profile_id}/traits", response_model=ProfileOut)
 async def update_traits(
-    profile_id: str, update: TraitUpdate, session: SessionDep, write: SqlWriterDep
+    profile_id: str, update: TraitUpdate, session: SessionDep, writer: WriterDep
 ) -> dict[str, Any]:
     target = (await existing(session, profile_id)).id
 
-    async def work(sql: Sql, now: datetime) -> None:
-        await actions.update_traits(sql, profile_id=target, ops=update.operations(), now=now)
+    async def work(tx: Tx) -> bool:
+        return await actions.edit_traits(tx, profile_id=target, ops=update.operations())
 
-    await write(work)
+    await writer.run(work)
     session.expire_all()
     return await profile_out(session, await existing(session, target))
 
 
 @router.put("/{profile_id}/consents/{channel}", response_model=ProfileOut)
 async def set_consent(
-    profile_id: str, channel: Channel, consent: ConsentIn, session: SessionDep, write: SqlWriterDep
+    profile_id: str, channel: Channel, consent: ConsentIn, session: SessionDep, writer: WriterDep
 ) -> dict[str, Any]:
     """Record a marketing consent decision (time and source kept) for email, sms or push."""
     target = (await existing(session, profile_id)).id
 
-    async def work(sql: Sql, now: datetime) -> bool:
-        return await actions.set_consent(
-            sql,
-            profile_id=target,
-            channel=channel,
-            granted=consent.granted,
-            source=consent.source,
-            now=now,
+    async def work(tx: Tx) -> bool:
+        return await actions.decide_consent(
+            tx, profile_id=target, channel=channel, granted=consent.granted, source=consent.source
         )
 
-    await write(work)
+    await writer.run(work)
     session.expire_all()
     return await profile_out(session, await existing(session, target))
 
 
 @router.delete("/{profile_id}", response_model=ErasureOut)
 async def erase_profile(
-    profile_id: str, session: SessionDep, write: SqlWriterDep, request: Request
+    profile_id: str, session: SessionDep, writer: WriterDep, request: Request
 ) -> dict[str, Any]:
     """Erase the person everywhere; answer with the audit record that remains."""
     target = (await existing(session, profile_id)).id
 
-    async def work(sql: Sql, now: datetime) -> dict[str, Any] | None:
-        return await erasure.erase_profile(sql, profile_id=target, now=now)
+    async def work(tx: Tx) -> dict[str, Any] | None:
+        return await erasure.erase_profile(tx, profile_id=target)
 
-    record = await write(work)
+    record = await writer.run(work)
     if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"profile {profile_id!r} not found")
     request.app.state.forget_profiles({target, profile_id})

@@ -2,7 +2,7 @@
 
 Files are imported one after the other. Within a file, rows are read in batches of
 `batch_size` records; each batch is committed in one transaction through
-`IngestStore.commit`, the one write path of every event, while the next batch is read. After
+`Writer.commit`, the one write path of every event, while the next batch is read. After
 each commit the file's resume state records the last committed line. Imported events keep
 their own time and are marked `imported`: they update profiles, and live automations skip
 them. Their outbox rows are relayed to the bus by the next server that sweeps the
@@ -31,7 +31,7 @@ from beacon.imports.rejected import RejectedRows
 from beacon.imports.rows import BadRow, ImportRow, derived_id
 from beacon.imports.state import Progress, StateFile, Tally
 from beacon.ingest.commands import NewEvent, TrackOutcome
-from beacon.ingest.store import IngestStore
+from beacon.storage.writer import Writer
 
 Format = Literal["ndjson", "csv", "segment", "amplitude"]
 FORMATS: tuple[Format, ...] = ("ndjson", "csv", "segment", "amplitude")
@@ -120,7 +120,7 @@ class Importer:
     def __init__(
         self,
         *,
-        store: IngestStore,
+        writer: Writer,
         checker: EventChecker,
         options: ImportOptions,
         batch_size: int,
@@ -129,7 +129,7 @@ class Importer:
         watcher: Watcher,
         stop: asyncio.Event,
     ) -> None:
-        self.store = store
+        self.writer = writer
         self.checker = checker
         self.options = options
         self.batch_size = batch_size
@@ -171,12 +171,11 @@ class Importer:
 
     async def _holds(self, external_id: str) -> bool:
         """Whether the database holds the event this source imported under `external_id`."""
-        async with self.store.transaction() as tx:
-            rows = await tx.sql.fetch(
-                "SELECT 1 FROM event_keys WHERE source_id = ? AND external_id = ?",
-                self.options.source_id,
-                external_id,
-            )
+        rows = await self.writer.database.read(
+            "SELECT 1 FROM event_keys WHERE source_id = ? AND external_id = ?",
+            self.options.source_id,
+            external_id,
+        )
         return bool(rows)
 
     async def _import(
@@ -320,7 +319,9 @@ class Importer:
         if batch.rows:
             planned = batch.planned
             try:
-                outcomes: list[TrackOutcome] = await self.store.commit([p.command for p in planned])
+                outcomes: list[TrackOutcome] = await self.writer.commit(
+                    [p.command for p in planned]
+                )
             except DATABASE_ERRORS as exc:
                 raise ImportFailed(
                     f"{run.path}: the database refused lines {batch.first_line}-{batch.line}"

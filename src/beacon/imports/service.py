@@ -1,7 +1,7 @@
 """`beacon import`'s service: check the inputs and the source, then import file after file.
 
-The command line (or a test) calls `import_files`; it opens the ingest store the server uses
-(`runtime.create_store`) and hands each file to the `runner.Importer`. Errors the user can act
+The command line (or a test) calls `import_files`; it opens the write path the server uses
+(`runtime.write_path`) and hands each file to the `runner.Importer`. Errors the user can act
 on (a missing file, an unknown source, a mapping that does not fit a CSV header, a database
 that refuses a batch) raise `ImportFailed`, shown as one line.
 """
@@ -30,10 +30,10 @@ from beacon.imports.runner import (
     Watcher,
 )
 from beacon.ingest.pipeline import EventRules
-from beacon.ingest.store_sqlite import SqliteIngestStore
-from beacon.runtime import create_store
+from beacon.runtime import write_path
 from beacon.settings import Settings
 from beacon.sources.service import get_source
+from beacon.storage.sqlite import SqliteDatabase
 
 SQLITE_CACHE_KIB = 64 * 1024
 SQLITE_CHECKPOINT_PAGES = 16 * 1024
@@ -56,14 +56,12 @@ async def import_files(
     """Import every file in order; return what happened to each. `stop` ends after a commit."""
     check_files(paths, options)
     checker = await load_checker(settings, options.source_id, clock)
-    store = create_store(settings, clock)
-    await store.start()
-    if isinstance(store, SqliteIngestStore):
-        tune_for_bulk_writes(store.conn)
     database = "sqlite" if settings.is_sqlite else "postgresql"
-    try:
+    async with write_path(settings, clock) as writer:
+        if isinstance(writer.database, SqliteDatabase):
+            tune_for_bulk_writes(writer.database.conn)
         importer = Importer(
-            store=store,
+            writer=writer,
             checker=checker,
             options=options,
             batch_size=options.batch_size or BATCH_SIZES[database],
@@ -73,8 +71,6 @@ async def import_files(
             stop=stop or asyncio.Event(),
         )
         return await importer.run(paths)
-    finally:
-        await store.close()
 
 
 def tune_for_bulk_writes(conn: sqlite3.Connection) -> None:

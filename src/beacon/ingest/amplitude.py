@@ -41,7 +41,6 @@ from beacon.ingest.amplitude_events import (
     read_upload,
 )
 from beacon.ingest.commands import NewEvent, TrackCommand
-from beacon.ingest.commit import CommitFailed, CommitterStopped
 from beacon.ingest.http import HttpRequest, read_body
 from beacon.ingest.pipeline import (
     Answer,
@@ -56,6 +55,7 @@ from beacon.ingest.pipeline import (
     validate_events,
 )
 from beacon.sources.service import SourceInfo
+from beacon.storage.commit import CommitFailed, CommitterStopped
 
 INDEX_KEYS = {MISSING: "events_with_missing_fields", ID_LENGTH: "events_with_invalid_id_lengths"}
 

@@ -1,7 +1,7 @@
 """What the ingest edge asks the store to commit, and what it answers.
 
-These are plain values: the wire adapters build them, a `IngestStore` commits a batch of them
-in one transaction, and `plan.py` decides identities without I/O.
+These are plain values: the wire adapters build them, the writer commits a batch of them in one
+transaction (`store.IngestStore` is their handler), and `plan.py` decides identities without I/O.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from beacon.core.sql import SqlWork
 from beacon.identity.actions import Identify
 
 
@@ -69,27 +68,3 @@ class DeadLetterCommand:
     errors: list[dict[str, Any]]
     payload: str
     received_at: datetime
-
-
-@dataclass(slots=True)
-class OutboxDelete:
-    """Outbox rows relayed to the bus and no longer needed."""
-
-    ids: list[str]
-
-
-@dataclass(slots=True)
-class ProfileTouch:
-    """Latest event time seen per profile (a profile's `last_seen_at` only moves forward)."""
-
-    last_seen: dict[str, datetime]
-
-
-@dataclass(slots=True)
-class SqlCommand:
-    """Domain work run in the writer's transaction (profile edits, erasure); returns a result."""
-
-    work: SqlWork
-
-
-WriteCommand = TrackCommand | DeadLetterCommand | OutboxDelete | ProfileTouch | SqlCommand

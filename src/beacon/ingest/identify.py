@@ -10,19 +10,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from beacon.core.ids import new_id
 from beacon.core.sql import Sql
 from beacon.identity.actions import ConflictPolicy, claim, identify
-from beacon.ingest.commands import NewEvent, TrackCommand
+from beacon.ingest.commands import TrackCommand
 from beacon.ingest.plan import IdentityPlan
-
-PROFILE_MERGED = "profile.merged"
 
 
 @dataclass(frozen=True, slots=True)
 class Merge:
     loser: str
     survivor: str
+    imported: bool  # caused by imported history
 
 
 async def apply_identifies(
@@ -48,9 +46,8 @@ async def apply_identifies(
             for other, profile_id in enumerate(identities.profile_ids):
                 if profile_id in gone:
                     identities.profile_ids[other] = outcome.profile_id
-        for loser in outcome.merged:
-            merges.append(Merge(loser=loser, survivor=outcome.profile_id))
-            command.events.append(merged_event(loser, outcome.profile_id, now))
+        imported = bool(command.events) and all(e.imported for e in command.events)
+        merges += [Merge(loser, outcome.profile_id, imported) for loser in outcome.merged]
     return merges
 
 
@@ -59,14 +56,3 @@ async def claim_profiles(sql: Sql, commands: Sequence[TrackCommand]) -> None:
     for command in commands:
         if command.identify is not None and command.profile_id is None and command.resolve_profile:
             command.profile_id = await claim(sql, command.identify)
-
-
-def merged_event(loser: str, survivor: str, now: datetime) -> NewEvent:
-    """The system event recording that `loser` now is `survivor`."""
-    return NewEvent(
-        id=new_id(),
-        type=PROFILE_MERGED,
-        occurred_at=now,
-        properties={"profile_id": survivor, "merged_profile_id": loser},
-        context={"system": True},
-    )

@@ -28,12 +28,12 @@ from beacon.ingest.commands import (
     NewEvent,
     TrackCommand,
     TrackOutcome,
-    WriteCommand,
 )
-from beacon.ingest.commit import CommitFailed, CommitterStopped, GroupCommitter, JobRefused
 from beacon.ingest.http import HttpRequest
 from beacon.settings import Settings
 from beacon.sources.service import SourceCatalog, SourceInfo
+from beacon.storage.commit import CommitFailed, CommitterStopped, JobRefused
+from beacon.storage.writer import Writer
 
 log = structlog.get_logger()
 
@@ -50,7 +50,7 @@ class IngestEdge:
     clock: Clock
     sources: SourceCatalog
     event_types: EventTypeCatalog
-    committer: GroupCommitter[WriteCommand]
+    writer: Writer
     metrics: Metrics
     sessions: async_sessionmaker[AsyncSession]
 
@@ -234,7 +234,7 @@ async def commit(edge: IngestEdge, command: TrackCommand, *, endpoint: str) -> T
     does not retry it forever; the adapter keeps it as a dead letter like any refusal.
     """
     try:
-        outcome: TrackOutcome = await edge.committer.submit(command)
+        outcome: TrackOutcome = await edge.writer.submit(command)
     except JobRefused as exc:
         raise ClientError(
             422,
@@ -352,6 +352,6 @@ async def reject(
         received_at=edge.clock.now(),
     )
     try:
-        await edge.committer.submit(letter)
+        await edge.writer.submit(letter)
     except (CommitFailed, CommitterStopped, JobRefused) as exc:  # the refusal is answered anyway
         log.warning("dead_letter_not_kept", endpoint=endpoint, reason=error.code, error=str(exc))

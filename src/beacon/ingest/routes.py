@@ -9,11 +9,11 @@ from typing import Any
 
 from beacon.core.errors import ClientError
 from beacon.identity.service import get_profile, profile_json
-from beacon.ingest.commit import CommitFailed, CommitterStopped
 from beacon.ingest.http import HttpRequest, decode_json, read_body
 from beacon.ingest.pipeline import Answer, IngestEdge, reject, storage_failure
 from beacon.ingest.server_api import authenticate_key, server_events
 from beacon.ingest.tracardi import claimed_source_id, collect, track
+from beacon.storage.commit import CommitFailed, CommitterStopped
 
 
 def unavailable(exc: CommitFailed | CommitterStopped) -> Answer:

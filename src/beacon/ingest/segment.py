@@ -21,7 +21,6 @@ from typing import Any
 from beacon.core.errors import ClientError, Problem
 from beacon.identity.actions import Identify
 from beacon.ingest.commands import NewEvent, TrackCommand
-from beacon.ingest.commit import CommitFailed, CommitterStopped
 from beacon.ingest.http import HttpRequest, decode_json, read_body, refuse_unstorable
 from beacon.ingest.pipeline import (
     Answer,
@@ -38,6 +37,7 @@ from beacon.ingest.pipeline import (
 from beacon.ingest.segment_calls import CALLS, Call, Person, invalid, read_calls, summary
 from beacon.ingest.server_api import write_key
 from beacon.sources.service import SourceInfo
+from beacon.storage.commit import CommitFailed, CommitterStopped
 
 SUCCESS = {"success": True}
 

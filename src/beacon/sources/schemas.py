@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from beacon.lifecycle import SYSTEM_SOURCE
 
 SOURCE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 
@@ -19,6 +21,13 @@ class SourceCreate(BaseModel):
     enabled: bool = True
     consent_required: bool = False
     allowed_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str | None) -> str | None:
+        if value == SYSTEM_SOURCE:
+            raise ValueError(f"{SYSTEM_SOURCE!r} is reserved: Beacon's own events carry it")
+        return value
 
 
 class SourceUpdate(BaseModel):
