@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 
-from beacon.cli.running import CliError, console, run_async, with_session
+from beacon.cli.running import CliError, console, run_async, with_writer
 from beacon.core import jsonio
-from beacon.core.clock import SystemClock
 from beacon.settings import Settings
+
+if TYPE_CHECKING:
+    from beacon.storage.transaction import Tx
 
 event_types_app = typer.Typer(help="Manage event types and their schemas.", no_args_is_help=True)
 
@@ -46,14 +48,14 @@ def event_types_apply(
             raise CliError(f"{file}: event type {name!r}: {where}: {error['msg']}") from exc
 
     async def apply(settings: Settings) -> None:
-        async def work(session: Any) -> None:
+        async def work(tx: Tx) -> None:  # all or nothing: one transaction
             for name, data in definitions.items():
                 try:
-                    await put_event_type(session=session, name=name, data=data, clock=SystemClock())
+                    await put_event_type(tx, name=name, data=data)
                 except InvalidSchema as exc:
                     raise CliError(str(exc)) from exc
 
-        await with_session(settings, work)
+        await with_writer(settings, work)
 
     run_async(apply)
     console.print(f"applied {len(definitions)} event type(s): {', '.join(definitions)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import typer
 
@@ -65,7 +65,6 @@ def profiles_erase(
     from beacon.identity import service as identity_service
     from beacon.runtime import write_path
     from beacon.storage.transaction import Tx
-    from beacon.storage.writer import Work
 
     async def resolve(settings: Settings) -> str | None:
         async def work(session: Any) -> str | None:
@@ -98,8 +97,7 @@ def profiles_erase(
             async def work(tx: Tx) -> dict[str, Any] | None:
                 return await erasure.erase_profile(tx, profile_id=target)
 
-            [record] = await writer.commit([Work(work)])
-            return cast("dict[str, Any] | None", record)
+            return await writer.run_now(work)
 
     record = run_async(erase)
     if record is None:  # erased by someone else since it was looked up

@@ -1,16 +1,20 @@
-"""What every command runs with: the console, one-line errors, settings, asyncio, a session."""
+"""What every command runs with: the console, one-line errors, settings, asyncio, a session
+for reads, the write path for writes."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 from rich.console import Console
 
 from beacon.core.db import create_engine
 from beacon.settings import Settings
+
+if TYPE_CHECKING:
+    from beacon.storage.transaction import Tx
 
 T = TypeVar("T")
 
@@ -47,3 +51,12 @@ async def with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) 
                 return await work(session)
     finally:
         await engine.dispose()
+
+
+async def with_writer(settings: Settings, work: Callable[[Tx], Awaitable[T]]) -> T:
+    """Run `work` in one transaction of the write path (a server may be writing meanwhile)."""
+    from beacon.core.clock import SystemClock
+    from beacon.runtime import write_path
+
+    async with write_path(settings, SystemClock()) as writer:
+        return await writer.run_now(work)

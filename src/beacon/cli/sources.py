@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
-from beacon.cli.running import CliError, console, load_settings, run_async, with_session
+from beacon.cli.running import (
+    CliError,
+    console,
+    load_settings,
+    run_async,
+    with_session,
+    with_writer,
+)
 from beacon.core import jsonio
-from beacon.core.clock import SystemClock
 from beacon.settings import Settings
+
+if TYPE_CHECKING:
+    from beacon.storage.transaction import Tx
 
 DEMO_SOURCE_ID = "demo"
 
@@ -43,13 +52,13 @@ def sources_create(
         raise CliError(f"invalid source: {exc.errors()[0]['msg']}") from exc
 
     async def create(settings: Settings) -> Any:
-        async def work(session: Any) -> Any:
-            try:
-                return await service.create_source(session=session, data=data, clock=SystemClock())
-            except service.SourceExists as exc:
-                raise CliError(str(exc)) from exc
-
-        return await with_session(settings, work)
+        try:
+            source_id = await with_writer(settings, lambda tx: service.create_source(tx, data=data))
+        except service.SourceExists as exc:
+            raise CliError(str(exc)) from exc
+        return await with_session(
+            settings, lambda session: service.get_source(session=session, source_id=source_id)
+        )
 
     source = run_async(create)
     console.print(f"created source {source.id} (write key {source.write_key})", highlight=False)
@@ -84,14 +93,15 @@ def demo() -> None:
     from beacon.sources.schemas import SourceCreate
 
     async def ensure(settings: Settings) -> Any:
-        async def work(session: Any) -> Any:
-            found = await service.get_source(session=session, source_id=DEMO_SOURCE_ID)
-            if found is not None:
-                return found
-            data = SourceCreate(id=DEMO_SOURCE_ID, name="Demo website")
-            return await service.create_source(session=session, data=data, clock=SystemClock())
+        async def create_if_missing(tx: Tx) -> None:
+            if not await tx.sql.fetch("SELECT 1 FROM sources WHERE id = ?", DEMO_SOURCE_ID):
+                data = SourceCreate(id=DEMO_SOURCE_ID, name="Demo website")
+                await service.create_source(tx, data=data)
 
-        return await with_session(settings, work)
+        await with_writer(settings, create_if_missing)
+        return await with_session(
+            settings, lambda session: service.get_source(session=session, source_id=DEMO_SOURCE_ID)
+        )
 
     source = run_async(ensure)
     url = client_url(load_settings())

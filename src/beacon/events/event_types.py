@@ -15,8 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from beacon.core.cache import RefreshingMap
 from beacon.core.clock import Clock
+from beacon.core.jsonio import dumps_text
 from beacon.events.models import EventType
 from beacon.events.schemas import EventTypeIn
+from beacon.storage.transaction import Tx
 
 LOCAL_BASE = "urn:beacon:event-type"
 
@@ -84,23 +86,23 @@ def _references(schema: Any) -> list[str]:
     return []
 
 
-async def put_event_type(
-    *, session: AsyncSession, name: str, data: EventTypeIn, clock: Clock
-) -> EventType:
-    """Create or replace the event type `name`."""
+async def put_event_type(tx: Tx, *, name: str, data: EventTypeIn) -> None:
+    """Create or replace the event type `name` (its creation time stays)."""
     compile_event_type(name, data.mode, data.schema_)
-    now = clock.now()
-    event_type = await session.get(EventType, name)
-    if event_type is None:
-        event_type = EventType(name=name, created_at=now)
-        session.add(event_type)
-    event_type.description = data.description
-    event_type.schema = data.schema_
-    event_type.mode = data.mode
-    event_type.retention_days = data.retention_days
-    event_type.updated_at = now
-    await session.flush()
-    return event_type
+    await tx.sql.execute(
+        "INSERT INTO event_types (name, description, schema, mode, retention_days, created_at,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET description = excluded.description,"
+        " schema = excluded.schema, mode = excluded.mode,"
+        " retention_days = excluded.retention_days, updated_at = excluded.updated_at",
+        name,
+        data.description,
+        dumps_text(data.schema_),
+        data.mode,
+        data.retention_days,
+        tx.now,
+        tx.now,
+    )
 
 
 async def list_event_types(*, session: AsyncSession) -> list[EventType]:
@@ -111,10 +113,9 @@ async def get_event_type(*, session: AsyncSession, name: str) -> EventType | Non
     return await session.get(EventType, name)
 
 
-async def delete_event_type(*, session: AsyncSession, event_type: EventType) -> None:
-    """Forget a type's schema; its events stay in the history."""
-    await session.delete(event_type)
-    await session.flush()
+async def delete_event_type(tx: Tx, *, name: str) -> bool:
+    """Forget a type's schema; its events stay in the history. False if it was not registered."""
+    return await tx.sql.execute("DELETE FROM event_types WHERE name = ?", name) > 0
 
 
 class EventTypeCatalog(RefreshingMap[str, CompiledEventType]):

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel
 
-from beacon.deps import AdminAuth, ClockDep, SessionDep
+from beacon.deps import AdminAuth, SessionDep, WriterDep
 from beacon.events import event_types, export, history
 from beacon.events.models import EventType
 from beacon.events.schemas import EventOut, EventTypeIn, EventTypeOut
@@ -53,23 +53,24 @@ async def put_event_type(
     name: Annotated[str, Path(pattern=NAME_PATTERN, max_length=128)],
     data: EventTypeIn,
     session: SessionDep,
-    clock: ClockDep,
+    writer: WriterDep,
     request: Request,
 ) -> EventType:
     try:
-        saved = await event_types.put_event_type(session=session, name=name, data=data, clock=clock)
+        await writer.run(lambda tx: event_types.put_event_type(tx, name=name, data=data))
     except event_types.InvalidSchema as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     request.app.state.event_types.invalidate()
+    session.expire_all()
+    saved = await event_types.get_event_type(session=session, name=name)
+    assert saved is not None
     return saved
 
 
 @router.delete("/event-types/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["event types"])
-async def delete_event_type(name: str, session: SessionDep, request: Request) -> None:
-    found = await event_types.get_event_type(session=session, name=name)
-    if found is None:
+async def delete_event_type(name: str, writer: WriterDep, request: Request) -> None:
+    if not await writer.run(lambda tx: event_types.delete_event_type(tx, name=name)):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"event type {name!r} not found")
-    await event_types.delete_event_type(session=session, event_type=found)
     request.app.state.event_types.invalidate()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, status
 
-from beacon.deps import AdminAuth, ClockDep, SessionDep
+from beacon.deps import AdminAuth, SessionDep, WriterDep
 from beacon.sources import service
 from beacon.sources.models import Source
 from beacon.sources.schemas import SourceCreate, SourceOut, SourceUpdate
@@ -25,14 +25,14 @@ async def _get_or_404(session: SessionDep, source_id: str) -> Source:
 
 @router.post("", response_model=SourceOut, status_code=status.HTTP_201_CREATED)
 async def create_source(
-    data: SourceCreate, session: SessionDep, clock: ClockDep, request: Request
+    data: SourceCreate, session: SessionDep, writer: WriterDep, request: Request
 ) -> Source:
     try:
-        source = await service.create_source(session=session, data=data, clock=clock)
+        source_id = await writer.run(lambda tx: service.create_source(tx, data=data))
     except service.SourceExists as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     _invalidate(request)
-    return source
+    return await _get_or_404(session, source_id)
 
 
 @router.get("", response_model=list[SourceOut])
@@ -47,15 +47,17 @@ async def get_source(source_id: str, session: SessionDep) -> Source:
 
 @router.patch("/{source_id}", response_model=SourceOut)
 async def update_source(
-    source_id: str, data: SourceUpdate, session: SessionDep, clock: ClockDep, request: Request
+    source_id: str, data: SourceUpdate, session: SessionDep, writer: WriterDep, request: Request
 ) -> Source:
-    source = await _get_or_404(session, source_id)
-    updated = await service.update_source(session=session, source=source, data=data, clock=clock)
+    if not await writer.run(lambda tx: service.update_source(tx, source_id=source_id, data=data)):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"source {source_id!r} not found")
     _invalidate(request)
-    return updated
+    session.expire_all()
+    return await _get_or_404(session, source_id)
 
 
 @router.delete("/{source_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_source(source_id: str, session: SessionDep, request: Request) -> None:
-    await service.delete_source(session=session, source=await _get_or_404(session, source_id))
+async def delete_source(source_id: str, writer: WriterDep, request: Request) -> None:
+    if not await writer.run(lambda tx: service.delete_source(tx, source_id=source_id)):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"source {source_id!r} not found")
     _invalidate(request)

@@ -1,4 +1,5 @@
-"""The only write path for sources, and the cache the ingest edge reads them through."""
+"""The only write path for sources (functions of a write-path `Tx`), their reads, and the cache
+the ingest edge reads them through."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from beacon.core.cache import RefreshingMap
 from beacon.core.clock import Clock
 from beacon.core.ids import new_id
+from beacon.core.jsonio import dumps_text
 from beacon.sources.models import Source
 from beacon.sources.schemas import SourceCreate, SourceUpdate
+from beacon.storage.transaction import Tx
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,25 +33,24 @@ class SourceExists(ValueError):
     """A source with that id already exists."""
 
 
-async def create_source(*, session: AsyncSession, data: SourceCreate, clock: Clock) -> Source:
-    """Create a source with a fresh write key."""
+async def create_source(tx: Tx, *, data: SourceCreate) -> str:
+    """Create a source with a fresh write key; return its id."""
     source_id = data.id or new_id()
-    if await session.get(Source, source_id) is not None:
+    if await tx.sql.fetch("SELECT 1 FROM sources WHERE id = ?", source_id):
         raise SourceExists(f"source {source_id!r} already exists")
-    now = clock.now()
-    source = Source(
-        id=source_id,
-        name=data.name,
-        write_key=secrets.token_urlsafe(24),
-        enabled=data.enabled,
-        consent_required=data.consent_required,
-        allowed_origins=list(data.allowed_origins),
-        created_at=now,
-        updated_at=now,
+    await tx.sql.execute(
+        "INSERT INTO sources (id, name, write_key, enabled, consent_required, allowed_origins,"
+        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        source_id,
+        data.name,
+        secrets.token_urlsafe(24),
+        data.enabled,
+        data.consent_required,
+        dumps_text(list(data.allowed_origins)),
+        tx.now,
+        tx.now,
     )
-    session.add(source)
-    await session.flush()
-    return source
+    return source_id
 
 
 async def list_sources(*, session: AsyncSession) -> list[Source]:
@@ -60,22 +62,24 @@ async def get_source(*, session: AsyncSession, source_id: str) -> Source | None:
     return await session.get(Source, source_id)
 
 
-async def update_source(
-    *, session: AsyncSession, source: Source, data: SourceUpdate, clock: Clock
-) -> Source:
-    """Apply the fields set in `data`."""
-    for field, value in data.model_dump(exclude_unset=True).items():
-        if value is not None:
-            setattr(source, field, value)
-    source.updated_at = clock.now()
-    await session.flush()
-    return source
+async def update_source(tx: Tx, *, source_id: str, data: SourceUpdate) -> bool:
+    """Apply the fields set in `data`; False if there is no such source."""
+    changes = {k: v for k, v in data.model_dump(exclude_unset=True).items() if v is not None}
+    if "allowed_origins" in changes:
+        changes["allowed_origins"] = dumps_text(changes["allowed_origins"])
+    columns = "".join(f"{name} = ?, " for name in changes)  # names come from the model only
+    changed = await tx.sql.execute(
+        f"UPDATE sources SET {columns}updated_at = ? WHERE id = ?",
+        *changes.values(),
+        tx.now,
+        source_id,
+    )
+    return changed > 0
 
 
-async def delete_source(*, session: AsyncSession, source: Source) -> None:
-    """Delete a source; its events stay in the history."""
-    await session.delete(source)
-    await session.flush()
+async def delete_source(tx: Tx, *, source_id: str) -> bool:
+    """Delete a source; its events stay in the history. False if there is no such source."""
+    return await tx.sql.execute("DELETE FROM sources WHERE id = ?", source_id) > 0
 
 
 class SourceCatalog(RefreshingMap[str, SourceInfo]):

@@ -74,6 +74,11 @@ class PostgresTx(Tx):
         self.conn: Connection = conn
         self.sql = PostgresSql(conn)
 
+    @asynccontextmanager
+    async def _savepoint(self) -> AsyncIterator[None]:
+        async with self.conn.transaction():  # nested in the open one: a savepoint
+            yield
+
     async def write_outbox(self, batch: OutboxBatch) -> None:
         await self.conn.execute(
             "INSERT INTO outbox (id, envelopes, envelope_count, created_at)"

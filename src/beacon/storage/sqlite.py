@@ -67,6 +67,17 @@ class SqliteTx(Tx):
         self.conn: sqlite3.Connection = conn
         self.sql = SqliteSql(conn)
 
+    @asynccontextmanager
+    async def _savepoint(self) -> AsyncIterator[None]:
+        self.conn.execute("SAVEPOINT work")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK TO work")
+            self.conn.execute("RELEASE work")
+            raise
+        self.conn.execute("RELEASE work")
+
     async def write_outbox(self, batch: OutboxBatch) -> None:
         self.conn.execute(
             "INSERT INTO outbox (id, envelopes, envelope_count, created_at) VALUES (?, ?, ?, ?)",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -63,6 +64,23 @@ class Tx(abc.ABC):
     def on_rollback(self, callback: Callable[[], None]) -> None:
         """Call `callback` if the transaction rolls back (undo what it did to in-memory jobs)."""
         self._on_rollback.append(callback)
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """Undo only this block's writes, enqueued messages and callbacks if it raises."""
+        marks = (len(self._envelopes), len(self._after_commit), len(self._on_rollback))
+        try:
+            async with self._savepoint():
+                yield
+        except BaseException:
+            del self._envelopes[marks[0] :]
+            del self._after_commit[marks[1] :]
+            del self._on_rollback[marks[2] :]
+            raise
+
+    @abc.abstractmethod
+    def _savepoint(self) -> AbstractAsyncContextManager[None]:
+        """The database's savepoint: released on a clean exit, rolled back to on an error."""
 
     def committed(self) -> None:
         for callback in self._after_commit:

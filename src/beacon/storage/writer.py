@@ -40,8 +40,31 @@ class _Kind:
     prepare: Prepare[Any] | None
 
 
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """What a `Work` job that raised answers: its error, raised again to its submitter."""
+
+    error: Exception
+
+
 async def _run_work(tx: Tx, jobs: Sequence[object]) -> list[Any]:
-    return [await cast("Work[Any]", job).run(tx) for job in jobs]
+    """Run each job in a savepoint: one that raises (a refusal of its own, such as a duplicate
+    id) undoes only its own writes, and its error goes back to its submitter alone."""
+    results: list[Any] = []
+    for job in jobs:
+        try:
+            async with tx.savepoint():
+                results.append(await cast("Work[Any]", job).run(tx))
+        except Exception as exc:
+            results.append(Failed(exc))
+    return results
+
+
+def unwrapped(result: Any) -> Any:
+    """A job's result, or its error raised."""
+    if isinstance(result, Failed):
+        raise result.error
+    return result
 
 
 class Writer:
@@ -80,15 +103,22 @@ class Writer:
 
     async def submit(self, job: object) -> Any:
         """Commit `job` with whatever else is queued; return its result once committed."""
-        return await self._committer.submit(job)
+        return unwrapped(await self._committer.submit(job))
 
     async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
-        """Run `work` in the write path's next transaction; return its result once committed."""
-        result: T = await self._committer.submit(Work(work))
+        """Run `work` in the write path's next transaction; return its result once committed,
+        or raise what it raised (nothing it wrote is kept then)."""
+        result: T = await self.submit(Work(work))
         return result
 
+    async def run_now(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        """`run` without group commit: one transaction now (command-line writes)."""
+        [result] = await self.commit([Work(work)])
+        return cast("T", unwrapped(result))
+
     async def commit(self, jobs: Sequence[object]) -> list[Any]:
-        """Commit `jobs` in one transaction now (no group commit); one result per job."""
+        """Commit `jobs` in one transaction now (no group commit); one result per job (a
+        `Failed` for a `Work` job that raised)."""
         try:
             return await self._commit_once(jobs)
         except Exception as exc:
