@@ -621,3 +621,25 @@ async def test_a_killed_import_resumes_and_stores_every_row_once(
     events = await all_events(client, source_id=source_id)
     assert len(events) == 20_000
     assert len({e["external_id"] for e in events}) == 20_000
+
+
+async def test_a_merge_caused_by_imported_history_is_recorded_as_imported(
+    client: httpx.AsyncClient, source_id: str, settings: Settings, tmp_path: Path
+) -> None:
+    """Automations must not start from what imported history caused: the `profile.merged` system
+    event of an imported identify is marked `imported` like the events that caused it."""
+    file = write_lines(
+        tmp_path / "history.ndjson",
+        [
+            {"type": "page-view", "anonymous_id": "dev-1", "time": iso(days_ago(3))},
+            {"type": "signup", "user_id": "u-1", "time": iso(days_ago(2))},
+            {"type": "login", "user_id": "u-1", "anonymous_id": "dev-1", "time": iso(days_ago(1))},
+        ],
+    )
+
+    await run_import(settings, file, batch_size=1)
+
+    person = await profile_by(client, "user_id", "u-1")
+    [merged] = await all_events(client, source_id="system", type="profile.merged")
+    assert merged["profile_id"] == person["id"]
+    assert merged["imported"] is True
