@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import structlog
 from fastapi import Depends, FastAPI, Request
@@ -28,6 +29,8 @@ from beacon.runtime import Runtime
 from beacon.settings import Settings
 from beacon.sources import routes as sources_routes
 from beacon.tracker import routes as tracker_routes
+from beacon.workers import routes as consumer_routes
+from beacon.workers.service import consumers_report, refresh_consumer_metrics
 
 log = structlog.get_logger()
 
@@ -84,6 +87,14 @@ def create_app(
     app.state.writer = runtime.writer
     app.state.forget_profiles = runtime.store.forget_profiles
     app.state.readiness_checks = {"database": runtime.ping_database, "bus": runtime.bus.ping}
+    app.state.registry = runtime.registry
+    app.state.platform = runtime.platform
+    app.state.readiness_report = partial(
+        consumers_report, registry=runtime.registry, platform=runtime.platform
+    )
+    app.state.refresh_metrics = partial(
+        refresh_consumer_metrics, registry=runtime.registry, platform=runtime.platform
+    )
 
     app.add_exception_handler(Exception, internal_error)
     app.ingest = IngestASGI(runtime.edge, runtime.metrics)
@@ -94,6 +105,7 @@ def create_app(
     app.include_router(events_routes.router)
     app.include_router(dead_letter_routes.router)
     app.include_router(profile_routes.router)
+    app.include_router(consumer_routes.router)
 
     app.add_middleware(JsonGuardMiddleware)
     app.add_middleware(

@@ -24,7 +24,7 @@ from beacon.bus.base import Bus
 from beacon.bus.factory import create_bus
 from beacon.bus.memory import MemoryBus
 from beacon.bus.outbox import OutboxRelay, delete_outbox_rows
-from beacon.core.clock import Clock
+from beacon.core.clock import Clock, SystemClock
 from beacon.core.db import create_engine
 from beacon.core.metrics import Metrics
 from beacon.events import retention
@@ -37,13 +37,17 @@ from beacon.settings import Settings
 from beacon.sources.service import SourceCatalog
 from beacon.storage.factory import create_database
 from beacon.storage.writer import Writer
-from beacon.workers.registry import Registry
+from beacon.workers import idempotency
+from beacon.workers.heartbeats import Heartbeat
+from beacon.workers.registry import Consumer, Registry
+from beacon.workers.runner import Backoff, ConsumerRunner
 
-Role = Literal["server", "worker"]
+# A command (`beacon consumers replay`) starts only the write path, for handlers to write with.
+Role = Literal["server", "worker", "command"]
 Register = Callable[[Registry, Platform], None]
 
 # Every domain's `register(registry, platform)`: its consumers, periodic jobs and timer kinds.
-DOMAINS: tuple[Register, ...] = (last_seen.register, retention.register)
+DOMAINS: tuple[Register, ...] = (idempotency.register, last_seen.register, retention.register)
 
 log = structlog.get_logger()
 
@@ -95,6 +99,7 @@ class Runtime:
     clock: Clock
     role: Role
     metrics: Metrics = field(default_factory=Metrics)
+    consumer_names: tuple[str, ...] = ()  # the consumers to run (`beacon worker NAMES`); all if ()
 
     def __post_init__(self) -> None:
         self.engine: AsyncEngine = create_engine(self.settings)
@@ -105,6 +110,7 @@ class Runtime:
             self.settings.bus_url,
             partitions=self.settings.bus_partitions,
             prefix=self.settings.bus_prefix,
+            memory_capacity=self.settings.bus_memory_capacity,
         )
         self.platform = Platform(
             settings=self.settings,
@@ -118,6 +124,12 @@ class Runtime:
         self.registry = Registry()
         for register in (*DOMAINS, *load_plugins(self.settings.plugins)):
             register(self.registry, self.platform)
+        unknown = sorted(set(self.consumer_names) - set(self.registry.consumers))
+        if unknown:
+            raise ValueError(
+                f"unknown consumer{'s' if len(unknown) > 1 else ''} {', '.join(unknown)};"
+                f" known: {', '.join(sorted(self.registry.consumers))}"
+            )
         self.sources = SourceCatalog(
             self.sessions, ttl=self.settings.cache_ttl_seconds, clock=self.clock
         )
@@ -149,7 +161,13 @@ class Runtime:
     @property
     def consumes(self) -> bool:
         """Whether this process runs the consumers: workers do; servers only on the memory bus."""
-        return self.role == "worker" or isinstance(self.bus, MemoryBus)
+        return self.role == "worker" or (self.role == "server" and isinstance(self.bus, MemoryBus))
+
+    @property
+    def running_consumers(self) -> list[Consumer]:
+        """The consumers this process runs when it consumes: those named, else all."""
+        names = self.consumer_names or tuple(self.registry.consumers)
+        return [self.registry.consumers[name] for name in names]
 
     async def _acknowledge(self, ids: list[str]) -> None:
         await self.writer.run(lambda tx: delete_outbox_rows(tx, ids))
@@ -165,10 +183,27 @@ class Runtime:
             self._start_timers()
 
     def _start_consumers(self) -> None:
-        """Subscribe every registered consumer and start delivering to them."""
-        for consumer in self.registry.consumers.values():
-            self.bus.subscribe(consumer.name, consumer.topic, consumer.handle)
+        """Subscribe this process's consumers through the runner (retries, dead letters, a
+        polite stop), start delivering to them, and heartbeat while they run."""
+        backoff = Backoff(
+            base=self.settings.consumer_retry_base_seconds,
+            cap=self.settings.consumer_retry_max_seconds,
+        )
+        consumers = self.running_consumers
+        for consumer in consumers:
+            runner = ConsumerRunner(
+                consumer, writer=self.writer, backoff=backoff, stop=self._stop, metrics=self.metrics
+            )
+            self.bus.subscribe(consumer.name, consumer.topic, runner)
         self._tasks.append(asyncio.create_task(self.bus.consume(self._stop), name="bus-consume"))
+        heartbeat = Heartbeat(
+            writer=self.writer,
+            clock=SystemClock(),  # wall time, even when the platform's clock is a test's
+            role=self.role,
+            names=[c.name for c in consumers],
+            interval=self.settings.worker_heartbeat_seconds,
+        )
+        self._tasks.append(asyncio.create_task(heartbeat.run(self._stop), name="heartbeat"))
 
     def _start_timers(self) -> None:
         """Start the periodic jobs (and, later, the timers that come due)."""

@@ -84,6 +84,39 @@ class Settings(BaseSettings):
     commit_batch_max: int = Field(default=2000, ge=1)
     bus_partitions: int = Field(default=8, ge=1, le=256)
     relay_sweep_seconds: float = Field(default=5.0, gt=0)
+    bus_memory_capacity: int = Field(
+        default=10_000,
+        ge=1,
+        description="Memory bus: messages queued per consumer before the outbox relay waits"
+        " (committed rows wait in the outbox meanwhile).",
+    )
+    consumer_retry_base_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="A failed message waits this long before its second attempt, then twice"
+        " as long after each failure...",
+    )
+    consumer_retry_max_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="... but never longer than this.",
+    )
+    worker_heartbeat_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="How often a process running consumers records that it lives.",
+    )
+    processed_messages_days: int = Field(
+        default=14,
+        ge=1,
+        description="How long consumers remember the effects they had (idempotency keys).",
+    )
     cache_ttl_seconds: float = Field(default=2.0, ge=0)
     database_pool_size: int = Field(default=8, ge=1)
     plugins: Annotated[list[str], NoDecode] = Field(
@@ -133,6 +166,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _retry_cap_above_base(self) -> Settings:
+        if self.consumer_retry_max_seconds < self.consumer_retry_base_seconds:
+            raise ValueError(
+                "BEACON_CONSUMER_RETRY_MAX_SECONDS must not be below"
+                " BEACON_CONSUMER_RETRY_BASE_SECONDS"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_weak_secret_in_production(self) -> Settings:

@@ -1,15 +1,18 @@
 """The bus contract, run on every backend: the memory bus and the Redis Streams bus.
 
-Where the backends promise different things, the test asserts each backend's own promise:
+What a consumer can count on, whichever bus carries its messages: every message at least once,
+in order per key; a handler that raises gets the message again before anything newer on its
+key; under the workers runner, a message that keeps failing is retried with backoff and then
+dead-lettered while its partition moves on; a slow consumer does not delay another; and a
+message handled again after a crash has its effect once, thanks to the idempotency helper.
 
-- Failure: the memory bus delivers inside `publish`, so a handler's error is raised to the caller
-  (the outbox relay), which publishes again; the Redis bus leaves the entry pending and delivers
-  it again after `reclaim_idle_ms`. Either way nothing newer on that key is handled first.
-- Durability: the memory bus keeps nothing (the outbox is the durable copy, and a subscriber
-  registered later sees only what is published later); the Redis bus keeps every entry until
-  each consumer group has acknowledged it, across consumer restarts.
+Where the backends differ the test says so: the memory bus keeps nothing (the outbox is the
+durable copy, so its crash test runs the outbox relay too; a subscriber registered later sees
+only what is published later); the Redis bus keeps every entry until each consumer group has
+acknowledged it, across consumer restarts, and consumers share a group across processes.
 
-Redis tests need a real Redis at `BEACON_TEST_REDIS_URL`; they skip when it is not set.
+Redis tests need a real Redis at `BEACON_TEST_REDIS_URL`; they skip when it is not set. Effects
+are rows of a SQLite database written through Beacon's write path.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +35,18 @@ from beacon.bus.base import Bus
 from beacon.bus.factory import create_bus
 from beacon.bus.memory import MemoryBus
 from beacon.bus.messages import Envelope
+from beacon.bus.outbox import OutboxRelay, delete_outbox_rows
 from beacon.bus.redis_streams import RedisStreamsBus, partition_of
+from beacon.core.clock import SystemClock
+from beacon.migrations.runner import upgrade_database
+from beacon.runtime import create_writer
+from beacon.settings import Settings
+from beacon.storage.transaction import Tx
+from beacon.storage.writer import Writer
+from beacon.workers.idempotency import first_time
+from beacon.workers.registry import Consumer
+from beacon.workers.runner import Backoff, ConsumerRunner
+from tests.conftest import make_settings
 
 TOPIC = "events"
 PARTITIONS = 4
@@ -70,7 +86,7 @@ class Backend:
     def new_bus(self, *, reclaim_idle_ms: int = 30000, consumer_name: str | None = None) -> Bus:
         bus: Bus
         if self.redis_url is None:
-            bus = MemoryBus()
+            bus = MemoryBus(retry_delay=0.05)
         else:
             bus = RedisStreamsBus(
                 self.redis_url,
@@ -139,9 +155,11 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
 
 
 @contextlib.asynccontextmanager
-async def consuming(bus: Bus) -> AsyncIterator[asyncio.Task[None]]:
-    """Run `bus.consume` in the background and stop it on exit."""
-    stop = asyncio.Event()
+async def consuming(
+    bus: Bus, stop: asyncio.Event | None = None
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Run `bus.consume` in the background and stop it on exit (or when `stop` is set)."""
+    stop = stop or asyncio.Event()
     task = asyncio.create_task(bus.consume(stop))
     try:
         yield task
@@ -238,15 +256,10 @@ async def test_a_failed_message_is_delivered_again_before_newer_ones_on_its_key(
     recorder.failures_left[failing.id] = 1
 
     async with consuming(bus):
-        if backend.kind == "memory":
-            # Delivery happens inside publish: the caller sees the failure and publishes again.
-            with pytest.raises(HandlerFailed):
-                await bus.publish([failing])
-            await bus.publish([failing])
-        else:
-            # The entry stays pending and is reclaimed once idle for reclaim_idle_ms.
-            await bus.publish([failing])
-            await eventually(lambda: recorder.attempts[failing.id] >= 1)
+        # Memory: the consumer's queue keeps it first and delivers it again after retry_delay.
+        # Redis: the entry stays pending and is reclaimed once idle for reclaim_idle_ms.
+        await bus.publish([failing])
+        await eventually(lambda: recorder.attempts[failing.id] >= 1)
         await bus.publish([later])
         await eventually(lambda: len(recorder.handled) >= 2)
 
@@ -466,3 +479,287 @@ def test_a_keys_partition_never_changes() -> None:
     # Moving keys between partitions would break their order across an upgrade.
     assert [partition_of(key, 8) for key in ("profile-1", "profile-2", "anon-7f3c")] == [4, 6, 3]
     assert partition_of("profile-2", 256) == 254
+
+
+async def test_a_slow_consumer_does_not_delay_another(backend: Backend) -> None:
+    bus = backend.new_bus()
+    release = asyncio.Event()
+    slow, fast = Recorder(), Recorder()
+
+    async def hold_then_record(envelopes: Sequence[Envelope]) -> None:
+        await release.wait()
+        await slow(envelopes)
+
+    bus.subscribe("slow", TOPIC, hold_then_record)
+    bus.subscribe("fast", TOPIC, fast)
+    sent = [envelope(f"p-{n % 4}", n) for n in range(40)]
+
+    async with consuming(bus):
+        receipts = [await bus.publish(sent[start : start + 10]) for start in range(0, 40, 10)]
+        await eventually(lambda: len(fast.handled) >= len(sent))
+        assert slow.handled == []
+        if backend.kind == "memory":
+            # Nothing may leave the outbox while the slow consumer has yet to handle it.
+            assert not any(receipt.done() for receipt in receipts)
+        else:
+            assert all(receipt.done() and receipt.result() for receipt in receipts)
+        release.set()
+        await eventually(lambda: len(slow.handled) >= len(sent))
+        assert [await receipt for receipt in receipts] == [True] * 4
+
+    assert by_id(fast.handled) == by_id(sent)
+    seqs: defaultdict[str, list[int]] = defaultdict(list)
+    for handled in slow.handled:
+        seqs[handled.key].append(handled.body["seq"])
+    assert seqs == {f"p-{k}": list(range(k, 40, 4)) for k in range(4)}
+
+
+# --- consumers under the workers runner ----------------------------------------------------------
+
+EFFECTS_TABLE = (
+    "CREATE TABLE test_effects (consumer TEXT NOT NULL, message_id TEXT NOT NULL,"
+    " key TEXT NOT NULL, seq INTEGER NOT NULL)"
+)
+BACKOFF = Backoff(base=0.01, cap=0.05)
+
+
+@pytest.fixture
+def effects_database(tmp_path: Path) -> str:
+    """A migrated SQLite database with a table for the test consumers' effects (no unique key:
+    only the idempotency helper stands between a redelivery and a second row)."""
+    path = tmp_path / "beacon.db"
+    url = f"sqlite:///{path}"
+    upgrade_database(Settings(database_url=url))
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(EFFECTS_TABLE)
+        conn.commit()
+    return url
+
+
+@pytest.fixture
+async def writer(effects_database: str) -> AsyncIterator[Writer]:
+    writer, _ = create_writer(make_settings(effects_database), SystemClock())
+    await writer.database.start()
+    writer.start()
+    try:
+        yield writer
+    finally:
+        await writer.stop()
+        await writer.database.close()
+
+
+@dataclass
+class EffectConsumer:
+    """A consumer whose effect is a row per message, written with the idempotency helper.
+
+    It fails each message named in `failures` that many more times (before writing anything);
+    with `hold` set it waits on it after committing a batch: the window in which a crash leaves
+    messages handled but not acknowledged.
+    """
+
+    writer: Writer
+    name: str = "effects"
+    failures: dict[str, int] = field(default_factory=dict)
+    seen: Counter[str] = field(default_factory=Counter)
+    hold: asyncio.Event | None = None
+    holding: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, envelopes: Sequence[Envelope]) -> None:
+        self.seen.update(e.id for e in envelopes)
+        for e in envelopes:
+            if self.failures.get(e.id, 0) > 0:
+                self.failures[e.id] -= 1
+                raise HandlerFailed(e.id)
+
+        async def work(tx: Tx) -> None:
+            for e in envelopes:
+                if await first_time(tx, consumer=self.name, key=e.id):
+                    await tx.sql.execute(
+                        "INSERT INTO test_effects (consumer, message_id, key, seq)"
+                        " VALUES (?, ?, ?, ?)",
+                        self.name,
+                        e.id,
+                        e.key,
+                        e.body["seq"],
+                    )
+
+        await self.writer.run(work)
+        if self.hold is not None:
+            self.holding.set()
+            await self.hold.wait()
+
+    def runner(
+        self, stop: asyncio.Event, *, max_attempts: int = 3, backoff: Backoff = BACKOFF
+    ) -> ConsumerRunner:
+        consumer = Consumer(self.name, TOPIC, self, max_attempts=max_attempts)
+        return ConsumerRunner(consumer, writer=self.writer, backoff=backoff, stop=stop)
+
+
+async def effects(writer: Writer, consumer: str = "effects") -> list[tuple[str, int]]:
+    """(message id, seq) of each effect the consumer had, in the order they were written."""
+    rows = await writer.database.read(
+        "SELECT message_id, seq FROM test_effects WHERE consumer = ? ORDER BY rowid", consumer
+    )
+    return [(str(row[0]), int(row[1])) for row in rows]
+
+
+async def dead_letters(writer: Writer) -> list[tuple[str, str, int, str, str]]:
+    """(consumer, message id, attempts, error, envelope) of each consumer dead letter."""
+    rows = await writer.database.read(
+        "SELECT consumer, message_id, attempts, error, envelope FROM consumer_dead_letters"
+        " ORDER BY failed_at"
+    )
+    return [(str(r[0]), str(r[1]), int(r[2]), str(r[3]), str(r[4])) for r in rows]
+
+
+def has_effects(writer: Writer, count: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return len(await effects(writer)) >= count
+
+    return check
+
+
+async def test_a_message_failing_a_few_times_is_retried_alone_and_handled_once(
+    backend: Backend, writer: Writer
+) -> None:
+    bus = backend.new_bus(reclaim_idle_ms=200)
+    stop = asyncio.Event()
+    consumer = EffectConsumer(writer)
+    bus.subscribe(consumer.name, TOPIC, consumer.runner(stop, max_attempts=5))
+    sent = [envelope("p-1", seq) for seq in range(6)]
+    consumer.failures[sent[2].id] = 3
+
+    async with consuming(bus, stop):
+        await bus.publish(sent)
+        await eventually(has_effects(writer, len(sent)))
+
+    assert await effects(writer) == [(e.id, e.body["seq"]) for e in sent]  # once each, in order
+    assert consumer.seen[sent[2].id] == 4  # three failures, then handled
+    assert await dead_letters(writer) == []
+
+
+async def test_a_message_failing_every_attempt_is_dead_lettered_and_its_partition_moves_on(
+    backend: Backend, writer: Writer
+) -> None:
+    bus = backend.new_bus(reclaim_idle_ms=200)
+    stop = asyncio.Event()
+    consumer = EffectConsumer(writer)
+    bus.subscribe(consumer.name, TOPIC, consumer.runner(stop, max_attempts=3))
+    before, poison, after, later = (envelope("p-1", seq) for seq in range(4))
+    consumer.failures[poison.id] = 10**6
+
+    async with consuming(bus, stop):
+        await bus.publish([before, poison, after])
+        await eventually(has_effects(writer, 2))
+        await bus.publish([later])
+        await eventually(has_effects(writer, 3))
+
+    assert await effects(writer) == [(before.id, 0), (after.id, 2), (later.id, 3)]
+    [(name, message_id, attempts, error, kept)] = await dead_letters(writer)
+    assert (name, message_id, attempts) == ("effects", poison.id, 3)
+    assert error == f"HandlerFailed: {poison.id}"
+    assert Envelope.decode(kept) == poison
+    assert consumer.seen[poison.id] == 4  # in the batch, then three times alone
+    if backend.kind == "redis":
+        assert await backend.pending_count("effects") == 0  # acknowledged: nothing is stuck
+
+
+async def test_a_stop_during_retries_gives_the_message_back_without_dead_lettering_it(
+    backend: Backend, writer: Writer
+) -> None:
+    bus = backend.new_bus(reclaim_idle_ms=200)
+    stop = asyncio.Event()
+    consumer = EffectConsumer(writer)
+    slow_retries = Backoff(base=60.0, cap=60.0)
+    bus.subscribe(consumer.name, TOPIC, consumer.runner(stop, backoff=slow_retries))
+    failing = envelope("p-1", 0)
+    consumer.failures[failing.id] = 1
+
+    async with consuming(bus, stop):
+        receipt = await bus.publish([failing])
+        await eventually(lambda: consumer.seen[failing.id] >= 1)
+        stop.set()  # `consuming` fails the test unless consume returns within 10 s
+
+    assert await dead_letters(writer) == []
+    assert await effects(writer) == []
+    if backend.kind == "memory":
+        assert await receipt is False  # its outbox row stays, for the next start
+        return
+    assert await backend.pending_count("effects") == 1
+    successor, successor_stop = backend.new_bus(reclaim_idle_ms=200), asyncio.Event()
+    successor.subscribe(consumer.name, TOPIC, consumer.runner(successor_stop))
+    async with consuming(successor, successor_stop):
+        await eventually(has_effects(writer, 1))
+    assert await effects(writer) == [(failing.id, 0)]
+
+
+@dataclass
+class Process:
+    """One Beacon process of the test: a bus with the effects consumer, and the outbox relay."""
+
+    bus: Bus
+    relay: OutboxRelay
+    stop: asyncio.Event
+    tasks: list[asyncio.Task[None]]
+
+    async def crash(self) -> None:
+        """Die at once: nothing is finished, acknowledged or released."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.relay.settle(timeout=0)  # what the dead process awaited dies with it
+
+    async def shut_down(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(asyncio.gather(*self.tasks), timeout=10)
+
+
+def start_process(backend: Backend, writer: Writer, consumer: EffectConsumer) -> Process:
+    bus = backend.new_bus()
+    stop = asyncio.Event()
+    bus.subscribe(consumer.name, TOPIC, consumer.runner(stop))
+
+    async def acknowledge(ids: list[str]) -> None:
+        await writer.run(lambda tx: delete_outbox_rows(tx, ids))
+
+    relay = OutboxRelay(
+        bus,
+        fetch_stale=writer.database.stale_outbox,
+        acknowledge=acknowledge,
+        clock=SystemClock(),
+        sweep_interval=0.05,
+        stale_after=0.0,
+    )
+    writer.database.on_committed = relay.hand_off
+    tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(bus.consume(stop))]
+    return Process(bus, relay, stop, tasks)
+
+
+async def test_messages_handled_again_after_a_crash_have_their_effect_once(
+    backend: Backend, writer: Writer
+) -> None:
+    sent = [envelope(f"p-{n % 3}", n) for n in range(12)]
+
+    async def commit(tx: Tx) -> None:
+        tx.enqueue(sent)
+
+    # The first process commits a batch's effects, then dies before the bus learns of it.
+    crashing = EffectConsumer(writer, hold=asyncio.Event())
+    first = start_process(backend, writer, crashing)
+    await writer.run(commit)
+    await asyncio.wait_for(crashing.holding.wait(), timeout=10)
+    await first.crash()
+
+    # The next one gets those messages again (memory: the relay publishes the outbox row again;
+    # Redis: the entries left pending are claimed), and the rest.
+    restarted = EffectConsumer(writer)
+    second = start_process(backend, writer, restarted)
+    try:
+        await eventually(has_effects(writer, len(sent)))
+        await asyncio.sleep(0.2)  # room for a wrongful second effect
+    finally:
+        await second.shut_down()
+
+    assert Counter(message_id for message_id, _ in await effects(writer)) == {e.id: 1 for e in sent}
+    assert set(crashing.seen) & set(restarted.seen), "the crash should have left work to redo"
+    assert await writer.database.stale_outbox(SystemClock().now(), 1000) == []

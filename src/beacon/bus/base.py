@@ -11,6 +11,15 @@ from beacon.bus.messages import Envelope
 
 Handler = Callable[[Sequence[Envelope]], Awaitable[None]]
 
+Receipt = asyncio.Future[bool]
+"""What `Bus.publish` answers: True once the envelopes need their outbox rows no more (at once
+on a durable bus; on the memory bus once every subscriber handled them), False if the bus
+stopped before that (the rows must stay, to be published again)."""
+
+
+class DeliveryAbandoned(Exception):
+    """A handler gave up on its batch because the process is stopping: deliver it again later."""
+
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
@@ -19,6 +28,19 @@ class Subscription:
     name: str
     topic: str
     handler: Handler
+
+
+@dataclass(frozen=True, slots=True)
+class Lag:
+    """How far a consumer is behind: messages not yet handed to it (`waiting`) and handed but
+    not yet acknowledged (`pending`: in its hands, or left by a consumer that died)."""
+
+    waiting: int
+    pending: int
+
+    @property
+    def total(self) -> int:
+        return self.waiting + self.pending
 
 
 class Bus(abc.ABC):
@@ -34,18 +56,32 @@ class Bus(abc.ABC):
         self.subscriptions.append(Subscription(name=name, topic=topic, handler=handler))
 
     @abc.abstractmethod
-    async def publish(self, envelopes: Sequence[Envelope]) -> None:
-        """Hand envelopes over; when this returns they are the bus's responsibility."""
+    async def publish(self, envelopes: Sequence[Envelope]) -> Receipt:
+        """Hand envelopes over (waiting for room if the bus is full); the receipt says when
+        their outbox rows may go."""
 
     @abc.abstractmethod
     async def consume(self, stop: asyncio.Event) -> None:
-        """Deliver envelopes to this process's subscriptions until `stop` is set."""
+        """Deliver envelopes to this process's subscriptions until `stop` is set; a batch in a
+        handler's hands is finished first."""
+
+    @abc.abstractmethod
+    async def lag(self, name: str, topic: str) -> Lag | None:
+        """How far consumer `name` of `topic` is behind, or None if this process cannot tell
+        (the memory bus of another process)."""
 
     async def ping(self) -> None:  # noqa: B027 - backends without a connection are always up
         """Raise if the bus cannot be reached."""
 
     async def close(self) -> None:  # noqa: B027 - backends without resources have nothing to free
         """Release connections."""
+
+
+def settled(handled: bool) -> Receipt:
+    """A receipt that is already settled."""
+    receipt: Receipt = asyncio.get_running_loop().create_future()
+    receipt.set_result(handled)
+    return receipt
 
 
 async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:

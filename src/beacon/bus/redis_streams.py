@@ -20,8 +20,9 @@ whose handler raised stays pending, and so does everything a consumer had read w
 Every few seconds a consumer claims (XAUTOCLAIM) the entries of its partitions left pending longer
 than ``reclaim_idle_ms`` and delivers them again; on taking over a partition it first claims
 everything the previous holder left pending. Entries that do not decode are logged and
-acknowledged. Handlers are retried without limit: a handler that must give up dead-letters the
-message itself.
+acknowledged. Consumers' handlers come wrapped by the workers runner, which retries a failing
+message with backoff and then dead-letters it, so a batch stays pending only when that could
+not be recorded, or when the process stops mid-retry (`DeliveryAbandoned`).
 
 Order per key holds within a partition stream for one consumer: a consumer hands each stream's
 entries to the handler in stream order, and after a failed batch it reads nothing new from that
@@ -50,7 +51,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from beacon.bus.base import Bus, Subscription, sleep_unless_stopped
+from beacon.bus.base import (
+    Bus,
+    DeliveryAbandoned,
+    Lag,
+    Receipt,
+    Subscription,
+    settled,
+    sleep_unless_stopped,
+)
 from beacon.bus.messages import Envelope
 from beacon.bus.redis_leases import PartitionLeases
 
@@ -59,6 +68,7 @@ log = structlog.get_logger()
 MESSAGE_FIELD = b"m"
 RECLAIM_INTERVAL_MAX_S = 5.0
 RECONNECT_DELAY_S = 1.0
+LAG_COUNT_MAX = 100_000  # entries counted one by one when Redis cannot tell a group's lag
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -112,13 +122,13 @@ class RedisStreamsBus(Bus):
     def topic_streams(self, topic: str) -> list[str]:
         return [self.stream_name(topic, p) for p in range(self.partitions)]
 
-    async def publish(self, envelopes: Sequence[Envelope]) -> None:
-        if not envelopes:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for envelope in envelopes:
-                pipe.xadd(self.stream_for(envelope), {MESSAGE_FIELD: envelope.encode()})
-            await pipe.execute()
+    async def publish(self, envelopes: Sequence[Envelope]) -> Receipt:
+        if envelopes:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for envelope in envelopes:
+                    pipe.xadd(self.stream_for(envelope), {MESSAGE_FIELD: envelope.encode()})
+                await pipe.execute()
+        return settled(True)  # kept in Redis until every group acknowledged them
 
     async def consume(self, stop: asyncio.Event) -> None:
         if not self.subscriptions:
@@ -127,6 +137,28 @@ class RedisStreamsBus(Bus):
         async with asyncio.TaskGroup() as tasks:
             for subscription in self.subscriptions:
                 tasks.create_task(_GroupReader(self, subscription).run(stop))
+
+    async def lag(self, name: str, topic: str) -> Lag:
+        """Summed over the topic's partition streams: entries the group has not read yet, and
+        entries read but not acknowledged (XINFO GROUPS `lag` and `pending`)."""
+        waiting = pending = 0
+        for stream in self.topic_streams(topic):
+            try:
+                groups = await self.redis.xinfo_groups(stream)
+            except ResponseError:  # no such stream: nothing was published to this partition
+                continue
+            group = next((g for g in groups if _text(g["name"]) == name), None)
+            if group is None:  # not created yet: it will start from the stream's first entry
+                waiting += await self.redis.xlen(stream)
+                continue
+            pending += int(group["pending"])
+            lag = group.get("lag")
+            if lag is None:  # Redis cannot tell after deletions: count what follows the mark
+                after = "(" + _text(group["last-delivered-id"])
+                entries = await self.redis.xrange(stream, min=after, max="+", count=LAG_COUNT_MAX)
+                lag = len(entries or [])
+            waiting += int(lag)
+        return Lag(waiting=waiting, pending=pending)
 
     async def ping(self) -> None:
         await self.redis.ping()
@@ -304,6 +336,9 @@ class _GroupReader:
         self.paused.add(stream)
         try:
             await self.subscription.handler(envelopes)
+        except DeliveryAbandoned:
+            log.info("bus_delivery_abandoned", subscriber=self.group, stream=stream)
+            return False
         except Exception:
             log.exception(
                 "bus_handler_failed", subscriber=self.group, stream=stream, count=len(envelopes)
@@ -318,7 +353,7 @@ class _GroupReader:
 def _decode(fields: dict[bytes, bytes]) -> Envelope:
     envelope = Envelope.decode(fields[MESSAGE_FIELD])
     if not isinstance(envelope.body, dict) or not all(
-        isinstance(v, str) for v in (envelope.id, envelope.topic, envelope.key)
+        isinstance(v, str) for v in (envelope.id, envelope.topic, envelope.key, envelope.type)
     ):
         raise TypeError("envelope fields have the wrong types")
     return envelope

@@ -60,22 +60,44 @@ def serve(
     )
 
 
-def worker() -> None:
-    """Run the bus consumers as their own process (with the Redis bus)."""
+def worker(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Consumers to run (default: all); see `beacon consumers list`."),
+    ] = None,
+) -> None:
+    """Run bus consumers as their own process (with the Redis bus); SIGTERM stops it cleanly."""
     from beacon.runtime import Runtime
 
     settings = load_settings()
+    if settings.bus_url.startswith("memory"):
+        raise CliError(
+            "beacon worker needs the Redis bus (BEACON_BUS_URL=redis://...): on the memory bus"
+            " `beacon serve` runs the consumers itself"
+        )
     configure_logging(level=settings.log_level, fmt=settings.log_format)
 
     async def main() -> None:
-        runtime = Runtime(settings=settings, clock=SystemClock(), role="worker")
+        try:
+            runtime = Runtime(
+                settings=settings,
+                clock=SystemClock(),
+                role="worker",
+                consumer_names=tuple(dict.fromkeys(names or ())),
+            )
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await runtime.start()
-        console.print(f"worker consuming from {redact(settings.bus_url)}", highlight=False)
+        running = ", ".join(c.name for c in runtime.running_consumers) or "none"
+        console.print(
+            f"worker running consumers {running} from {redact(settings.bus_url)}", highlight=False
+        )
         await stop.wait()
+        # The batch in hand is finished, retries give the rest back, leases are released.
         await runtime.stop()
 
     asyncio.run(main())

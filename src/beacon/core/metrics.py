@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
@@ -40,6 +40,31 @@ class Metrics:
         self.bus_relayed = Counter(
             "beacon_bus_relayed",
             "Outbox messages relayed to the bus.",
+            registry=self.registry,
+        )
+
+        self.consumer_messages = Counter(
+            "beacon_consumer_messages",
+            "Messages consumers handled, retried (after a failure) or dead-lettered.",
+            ["consumer", "outcome"],
+            registry=self.registry,
+        )
+        # Set when /metrics is read (`workers.service.refresh_consumer_metrics`).
+        self.consumer_lag = Gauge(
+            "beacon_consumer_lag",
+            "Messages a consumer has yet to handle (waiting, or handed over unacknowledged).",
+            ["consumer"],
+            registry=self.registry,
+        )
+        self.consumer_dead_letters = Gauge(
+            "beacon_consumer_dead_letters",
+            "Dead letters of a consumer not replayed yet.",
+            ["consumer"],
+            registry=self.registry,
+        )
+        self.workers_live = Gauge(
+            "beacon_workers_live",
+            "Processes running consumers whose heartbeat is recent.",
             registry=self.registry,
         )
 

@@ -7,4 +7,5 @@ def import_all_models() -> None:
     import beacon.events.models
     import beacon.identity.models
     import beacon.ingest.models
-    import beacon.sources.models  # noqa: F401
+    import beacon.sources.models
+    import beacon.workers.models  # noqa: F401

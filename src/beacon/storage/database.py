@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from beacon.bus.messages import OutboxBatch
@@ -15,12 +15,13 @@ from beacon.storage.transaction import Tx
 # Oldest first, the rows whose envelopes fit the budget (the first row however many it holds).
 # The running total reads only the counts: envelopes of rows left for later are never read.
 # A row holds at least one envelope, so no more rows than the budget can fit.
+# `after` is the empty text or a condition placing rows after the relay's last row read.
 STALE_OUTBOX = """
-SELECT o.id, o.envelopes
+SELECT o.id, o.envelopes, o.created_at
 FROM (
     SELECT id, created_at, row_number() OVER w AS n, sum(envelope_count) OVER w AS running
     FROM (
-        SELECT id, created_at, envelope_count FROM outbox WHERE created_at < ?
+        SELECT id, created_at, envelope_count FROM outbox WHERE created_at < ? {after}
         ORDER BY created_at, id LIMIT ?
     ) AS oldest
     WINDOW w AS (ORDER BY created_at, id)
@@ -70,13 +71,23 @@ class Database(abc.ABC):
     async def read(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         """Run a query outside the write path's transactions (`core.sql` text)."""
 
-    async def stale_outbox(self, older_than: datetime, max_envelopes: int) -> list[OutboxBatch]:
-        """Return outbox rows created before `older_than`, oldest first (`STALE_OUTBOX`).
+    async def stale_outbox(
+        self, older_than: datetime, max_envelopes: int, after: OutboxBatch | None = None
+    ) -> list[OutboxBatch]:
+        """Return outbox rows created before `older_than`, oldest first (`STALE_OUTBOX`), and
+        after the row `after` (one this returned before) if given.
 
         Together they hold at most `max_envelopes` envelopes, or they are one row holding more.
         """
-        rows = await self.read(STALE_OUTBOX, older_than, max_envelopes, max_envelopes)
-        return [OutboxBatch.decode(str(row[0]), row[1]) for row in rows]
+        args: list[Any] = [older_than]
+        if after is None or after.created_at is None:
+            sql = STALE_OUTBOX.format(after="")
+        else:
+            place = "AND (created_at > ? OR (created_at = ? AND id > ?))"
+            sql = STALE_OUTBOX.format(after=place)
+            args += [after.created_at, after.created_at, after.id]
+        rows = await self.read(sql, *args, max_envelopes, max_envelopes)
+        return [OutboxBatch.decode(str(row[0]), row[1], utc(row[2])) for row in rows]
 
     async def ensure_months(self, months: set[date]) -> None:  # noqa: B027 - optional step
         """Make sure events of these months can be stored (PostgreSQL: monthly partitions).
@@ -95,3 +106,10 @@ class Database(abc.ABC):
     def is_transient(exc: Exception) -> bool:
         """Whether a commit failed for the database's sake (unreachable, locked, deadlocked),
         not for what it was given: the same commit may succeed later."""
+
+
+def utc(value: datetime | str) -> datetime:
+    """A time read back with raw SQL: SQLite gives the text `core.db.sqlite_time` wrote."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return value.astimezone(UTC)
