@@ -1,10 +1,29 @@
-"""Bus messages survive encoding exactly and refuse versions they do not know."""
+"""Bus messages survive encoding exactly and refuse versions they do not know; every declared
+message type round-trips through its envelope."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import pytest
 
-from beacon.bus.messages import EVENTS_TOPIC, Envelope, EventMessage, OutboxBatch
+import beacon.runtime  # noqa: F401 - every domain, so every message type is declared
+from beacon.bus.messages import (
+    EVENTS_TOPIC,
+    MESSAGE_TYPES,
+    TOPICS,
+    Envelope,
+    EventMessage,
+    Message,
+    MessageType,
+    OutboxBatch,
+    UnknownMessage,
+    declare,
+    envelope,
+    read_message,
+)
+from beacon.core import jsonio
 
 
 def make_event(**overrides: object) -> EventMessage:
@@ -84,3 +103,76 @@ def test_outbox_batch_round_trips_every_envelope_in_order() -> None:
     batch = OutboxBatch("row-1", envelopes)
     decoded = OutboxBatch.decode("row-1", batch.encode())
     assert decoded == batch
+
+
+# --- every declared message type -----------------------------------------------------------------
+
+# One example of each message type. Declaring a type without adding its example here fails
+# `test_every_message_type_has_an_example`, so no type escapes the round trip.
+EXAMPLES: dict[str, Message] = {
+    "event": make_event(valid=False, imported=True, context={"device": {"id": "d-1"}}),
+}
+
+
+def test_every_message_type_has_an_example() -> None:
+    assert set(EXAMPLES) == set(MESSAGE_TYPES)
+    assert all(type(EXAMPLES[name]) is MESSAGE_TYPES[name] for name in EXAMPLES)
+
+
+@pytest.mark.parametrize("name", sorted(MESSAGE_TYPES))
+def test_every_message_type_round_trips_through_its_envelope(name: str) -> None:
+    message = EXAMPLES[name]
+
+    decoded = Envelope.decode(envelope(message).encode())
+
+    assert (decoded.id, decoded.type, decoded.topic) == (message.id, name, message.TYPE.topic)
+    assert decoded.key == message.partition_key
+    assert read_message(decoded) == message
+
+
+@pytest.mark.parametrize("name", sorted(MESSAGE_TYPES))
+def test_every_message_type_refuses_a_version_it_does_not_know(name: str) -> None:
+    message = EXAMPLES[name]
+    body = message.to_body()
+    body["v"] = message.TYPE.version + 1
+    newer = Envelope(message.id, message.TYPE.topic, message.partition_key, body, name)
+
+    with pytest.raises(UnknownMessage, match=f"unsupported {name} message version"):
+        read_message(newer)
+
+
+def test_every_topic_is_one_beacon_knows() -> None:
+    assert set(TOPICS) == {"events", "profiles", "segments", "journeys", "deliveries"}
+    assert {kind.TYPE.topic for kind in MESSAGE_TYPES.values()} <= set(TOPICS)
+
+
+def test_an_unknown_message_type_is_refused_naming_it_and_its_topic() -> None:
+    stranger = Envelope("m-1", "segments", "profile-1", {"v": 1}, "segment.entered")
+
+    with pytest.raises(UnknownMessage, match=r"unknown message type 'segment\.entered' on topic"):
+        read_message(stranger)
+
+
+def test_an_envelope_written_before_types_had_names_carries_an_event() -> None:
+    message = make_event()
+    raw = {"id": message.id, "topic": "events", "key": "profile-1", "body": message.to_body()}
+
+    decoded = Envelope.decode(jsonio.dumps(raw))
+
+    assert decoded.type == "event"
+    assert read_message(decoded) == message
+
+
+def test_a_message_type_must_name_a_known_topic_and_a_new_name() -> None:
+    @dataclass(frozen=True)
+    class Stray:
+        TYPE: ClassVar[MessageType] = MessageType("stray", 1, "elsewhere")
+
+    @dataclass(frozen=True)
+    class Twin:
+        TYPE: ClassVar[MessageType] = MessageType("event", 1, "events")
+
+    with pytest.raises(ValueError, match="unknown topic 'elsewhere'"):
+        declare(Stray)  # type: ignore[type-var]
+    with pytest.raises(ValueError, match="'event' is declared already"):
+        declare(Twin)  # type: ignore[type-var]
