@@ -40,6 +40,8 @@ TABLES = (
     "dead_letters",
     "identities",
     "erasures",
+    "timers",
+    "manual_clock",
 )
 
 

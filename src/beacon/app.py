@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from beacon import __version__
-from beacon.core.clock import Clock, SystemClock
+from beacon.core.clock import Clock
 from beacon.core.ids import new_id
 from beacon.deps import refuse_nul
 from beacon.events import routes as events_routes
@@ -28,6 +28,8 @@ from beacon.ops.latency import LatencyMiddleware
 from beacon.runtime import Runtime
 from beacon.settings import Settings
 from beacon.sources import routes as sources_routes
+from beacon.timers import routes as timers_routes
+from beacon.timers.clock import clock_of
 from beacon.tracker import routes as tracker_routes
 from beacon.workers import routes as consumer_routes
 from beacon.workers.service import consumers_report, refresh_consumer_metrics
@@ -56,7 +58,7 @@ def create_app(
     `freeze_gc` moves everything allocated at start-up out of the garbage collector's reach, so
     collections under load only walk request objects (measured: +20 % ingest throughput).
     """
-    runtime = Runtime(settings=settings, clock=clock or SystemClock(), role="server")
+    runtime = Runtime(settings=settings, clock=clock or clock_of(settings), role="server")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -85,6 +87,7 @@ def create_app(
     app.state.event_types = runtime.event_types
     app.state.metrics = runtime.metrics
     app.state.writer = runtime.writer
+    app.state.timers = runtime.timers
     app.state.forget_profiles = runtime.store.forget_profiles
     app.state.readiness_checks = {"database": runtime.ping_database, "bus": runtime.bus.ping}
     app.state.registry = runtime.registry
@@ -105,6 +108,7 @@ def create_app(
     app.include_router(events_routes.router)
     app.include_router(dead_letter_routes.router)
     app.include_router(profile_routes.router)
+    app.include_router(timers_routes.router)
     app.include_router(consumer_routes.router)
 
     app.add_middleware(JsonGuardMiddleware)

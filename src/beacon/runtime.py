@@ -9,7 +9,6 @@ embedded set-up (memory bus), else in `beacon worker` processes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -37,6 +36,9 @@ from beacon.settings import Settings
 from beacon.sources.service import SourceCatalog
 from beacon.storage.factory import create_database
 from beacon.storage.writer import Writer
+from beacon.timers.clock import ManualClock
+from beacon.timers.metrics import TimerMetrics
+from beacon.timers.runner import TimerRunner
 from beacon.workers import idempotency
 from beacon.workers.heartbeats import Heartbeat
 from beacon.workers.registry import Consumer, Registry
@@ -130,11 +132,12 @@ class Runtime:
                 f"unknown consumer{'s' if len(unknown) > 1 else ''} {', '.join(unknown)};"
                 f" known: {', '.join(sorted(self.registry.consumers))}"
             )
+        # Cache lifetimes are operational: real time, even when business time stands still.
         self.sources = SourceCatalog(
-            self.sessions, ttl=self.settings.cache_ttl_seconds, clock=self.clock
+            self.sessions, ttl=self.settings.cache_ttl_seconds, clock=SystemClock()
         )
         self.event_types = EventTypeCatalog(
-            self.sessions, ttl=self.settings.cache_ttl_seconds, clock=self.clock
+            self.sessions, ttl=self.settings.cache_ttl_seconds, clock=SystemClock()
         )
         self.relay = OutboxRelay(
             self.bus,
@@ -154,9 +157,19 @@ class Runtime:
             metrics=self.metrics,
             sessions=self.sessions,
         )
+        self.timers = TimerRunner(
+            writer=self.writer,
+            clock=self.clock,
+            kinds={kind.kind: kind.fire for kind in self.registry.timer_kinds.values()},
+            periodic=list(self.registry.periodic_jobs.values()),
+            metrics=TimerMetrics(self.metrics.registry),
+            batch_size=self.settings.timers_batch_size,
+            poll_seconds=self.settings.timers_poll_seconds,
+        )
+        if isinstance(self.clock, ManualClock):
+            self.clock.on_change(self.timers.wake)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._periodic: list[asyncio.Task[None]] = []
 
     @property
     def consumes(self) -> bool:
@@ -174,6 +187,8 @@ class Runtime:
 
     async def start(self) -> None:
         await self.database.start()
+        if isinstance(self.clock, ManualClock):  # read before anything stamps a time
+            await self.clock.start(self.database, self.writer)
         self.writer.start()
         if self.role == "server":
             self.database.on_committed = self.relay.hand_off
@@ -206,38 +221,21 @@ class Runtime:
         self._tasks.append(asyncio.create_task(heartbeat.run(self._stop), name="heartbeat"))
 
     def _start_timers(self) -> None:
-        """Start the periodic jobs (and, later, the timers that come due)."""
-        for job in self.registry.periodic_jobs.values():
-            self._periodic.append(asyncio.create_task(self._run_periodic(job.name), name=job.name))
+        """Fire timers as they come due and run the periodic jobs (`timers.runner`), here and in
+        every other process that consumes, sharing the rows."""
+        self._tasks.append(asyncio.create_task(self.timers.run(self._stop), name="timers"))
 
     async def stop(self) -> None:
         """Stop taking work, relay what was committed, then close connections."""
         self._stop.set()
-        for periodic in self._periodic:  # a pass stops between two statements
-            periodic.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await periodic
         for task in self._tasks:
             await task
+        if isinstance(self.clock, ManualClock):
+            await self.clock.stop()
         await self.writer.stop()
         await self.database.close()
         await self.bus.close()
         await self.engine.dispose()
-
-    async def _run_periodic(self, name: str) -> None:
-        job = self.registry.periodic_jobs[name]
-        delay = min(job.first_after, job.every).total_seconds()
-        while not await self._stopped_within(delay):
-            delay = job.every.total_seconds()
-            try:
-                await job.run()
-            except Exception:
-                log.exception("periodic_job_failed", job=name)
-
-    async def _stopped_within(self, seconds: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
-        return self._stop.is_set()
 
     async def wait_stopped(self) -> None:
         await self._stop.wait()

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BEACON_", env_file=None, extra="ignore")
 
     environment: Literal["development", "production"] = "development"
+    clock: Literal["system", "manual"] = Field(
+        default="system",
+        description="Business time: the system's, or manual (tests and demos: it stands still"
+        " until POST /api/clock/advance moves it, for every process; refused in production).",
+    )
     database_url: str = Field(
         default="sqlite:///.beacon/beacon.db",
         description="sqlite:///PATH (embedded) or postgresql://USER@HOST:PORT/DB (scale-out).",
@@ -117,6 +122,16 @@ class Settings(BaseSettings):
         ge=1,
         description="How long consumers remember the effects they had (idempotency keys).",
     )
+    timers_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        allow_inf_nan=False,
+        description="How often a timers runner looks for timers other processes scheduled.",
+    )
+    timers_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Timers claimed and fired per transaction."
+    )
     cache_ttl_seconds: float = Field(default=2.0, ge=0)
     database_pool_size: int = Field(default=8, ge=1)
     plugins: Annotated[list[str], NoDecode] = Field(
@@ -173,6 +188,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "BEACON_CONSUMER_RETRY_MAX_SECONDS must not be below"
                 " BEACON_CONSUMER_RETRY_BASE_SECONDS"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_manual_clock_in_production(self) -> Settings:
+        if self.environment == "production" and self.clock == "manual":
+            raise ValueError(
+                "BEACON_CLOCK=manual is for tests and demos (time stands still until advanced);"
+                " production runs on BEACON_CLOCK=system"
             )
         return self
 

@@ -457,10 +457,13 @@ async def test_postgres_ingest_still_stores_an_old_event_after_its_month_was_dro
 async def test_the_server_runs_retention_soon_after_start_and_then_periodically(
     database_url: str,
 ) -> None:
-    settings = make_settings(database_url, retention_interval_seconds=0.05)
+    settings = make_settings(
+        database_url, retention_interval_seconds=3600, timers_poll_seconds=0.05
+    )
     with capture_logs() as logs:
         async with started(settings) as (app, http):
             await track(http, ("old", "page-view", ago(DAYS + 1)), ("new", "page-view", ago(1)))
+            app.state.clock.advance(timedelta(seconds=30))  # the first pass, soon after start
 
             def passes() -> list[MutableMapping[str, Any]]:
                 return [entry for entry in logs if entry["event"] == "retention_pass"]
@@ -469,7 +472,9 @@ async def test_the_server_runs_retention_soon_after_start_and_then_periodically(
                 return sum(int(entry["events_deleted"]) for entry in passes()) == 1
 
             await wait_for(old_event_purged, what="a logged pass deleting the old event")
+            await wait_for(lambda: scheduled_again(app), what="the pass scheduling the next")
             seen = len(passes())
+            app.state.clock.advance(timedelta(hours=1))
 
             async def another_pass() -> bool:
                 return len(passes()) > seen
@@ -491,14 +496,18 @@ async def test_a_failing_pass_is_logged_and_the_server_keeps_serving(
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr("beacon.events.retention.purge_expired_events", broken)
-    settings = make_settings(database_url, retention_interval_seconds=0.01)
+    settings = make_settings(database_url, retention_interval_seconds=60, timers_poll_seconds=0.05)
     with capture_logs() as logs:
         async with started(settings) as (app, http):
 
-            async def failed_twice() -> bool:
-                return len(calls) >= 2
+            async def failed(times: int) -> bool:
+                return len(calls) >= times
 
-            await wait_for(failed_twice, what="two retention passes")
+            app.state.clock.advance(timedelta(seconds=60))
+            await wait_for(lambda: failed(1), what="a retention pass")
+            await wait_for(lambda: scheduled_again(app), what="the pass scheduling the next")
+            app.state.clock.advance(timedelta(seconds=60))
+            await wait_for(lambda: failed(2), what="the next retention pass")
             await track(http, ("after", "page-view", ago(1)))
             assert await stored(app) == {"after"}
 
@@ -508,7 +517,15 @@ async def test_a_failing_pass_is_logged_and_the_server_keeps_serving(
         if entry["event"] == "periodic_job_failed" and entry["job"] == "retention"
     ]
     assert len(failures) >= 2
-    assert calls[0] == RECEIVED  # the pass looks from the runtime's clock
+    assert calls[0] == RECEIVED + timedelta(seconds=60)  # the pass looks from the runtime's clock
+
+
+async def scheduled_again(app: FastAPI) -> bool:
+    """Whether the retention pass that ran has scheduled the next (its timer is free again)."""
+    rows = await app.state.writer.database.read(
+        "SELECT claimed_by FROM timers WHERE key = ?", "periodic:retention"
+    )
+    return bool(rows) and rows[0][0] is None
 
 
 # --- beacon retention run ----------------------------------------------------------------------

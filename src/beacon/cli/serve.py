@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from beacon.cli.running import CliError, console, load_settings
-from beacon.core.clock import SystemClock
 from beacon.core.logging import configure_logging
 
 
@@ -68,6 +67,7 @@ def worker(
 ) -> None:
     """Run bus consumers as their own process (with the Redis bus); SIGTERM stops it cleanly."""
     from beacon.runtime import Runtime
+    from beacon.timers.clock import clock_of
 
     settings = load_settings()
     if settings.bus_url.startswith("memory"):
@@ -81,7 +81,7 @@ def worker(
         try:
             runtime = Runtime(
                 settings=settings,
-                clock=SystemClock(),
+                clock=clock_of(settings),
                 role="worker",
                 consumer_names=tuple(dict.fromkeys(names or ())),
             )

@@ -8,4 +8,5 @@ def import_all_models() -> None:
     import beacon.identity.models
     import beacon.ingest.models
     import beacon.sources.models
+    import beacon.timers.models
     import beacon.workers.models  # noqa: F401

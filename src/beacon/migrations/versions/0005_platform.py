@@ -27,9 +27,19 @@ def upgrade() -> None:
         sa.Column("claimed_by", sa.String(200), nullable=True),
         sa.Column("claimed_until", UtcDateTime(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("created_at", UtcDateTime(), nullable=False),
     )
-    op.create_index("ix_timers_run_at", "timers", ["run_at"])
+    # Claims read the oldest due first; `key` breaks ties so many timers sharing one time are
+    # read in index order, not sorted on every claim.
+    op.create_index("ix_timers_run_at", "timers", ["run_at", "key"])
+    op.create_index(
+        "ix_timers_failing",
+        "timers",
+        ["key"],
+        sqlite_where=sa.text("attempts > 0"),
+        postgresql_where=sa.text("attempts > 0"),
+    )
     op.create_table(
         "manual_clock",
         sa.Column("id", sa.Integer(), primary_key=True),
