@@ -42,6 +42,9 @@ TABLES = (
     "erasures",
     "timers",
     "manual_clock",
+    "processed_messages",
+    "consumer_dead_letters",
+    "worker_heartbeats",
 )
 
 

@@ -98,7 +98,7 @@ async def count_waiting(*, session: AsyncSession) -> dict[str, int]:
         .where(ConsumerDeadLetter.replayed_at.is_(None))
         .group_by(ConsumerDeadLetter.consumer)
     )
-    return dict((await session.execute(query)).tuples().all())
+    return {str(row[0]): int(row[1]) for row in await session.execute(query)}
 
 
 async def consumers_with_dead_letters(*, session: AsyncSession) -> set[str]:
