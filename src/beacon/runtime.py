@@ -13,6 +13,7 @@ import importlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Literal
 
 import structlog
@@ -36,12 +37,12 @@ from beacon.settings import Settings
 from beacon.sources.service import SourceCatalog
 from beacon.storage.factory import create_database
 from beacon.storage.writer import Writer
-from beacon.timers.clock import ManualClock
+from beacon.timers.clock import ManualClock, clock_of
 from beacon.timers.metrics import TimerMetrics
 from beacon.timers.runner import TimerRunner
 from beacon.workers import idempotency
 from beacon.workers.heartbeats import Heartbeat
-from beacon.workers.registry import Consumer, Registry
+from beacon.workers.registry import Consumer, PeriodicJob, Registry
 from beacon.workers.runner import Backoff, ConsumerRunner
 
 # A command (`beacon consumers replay`) starts only the write path, for handlers to write with.
@@ -71,14 +72,22 @@ def create_writer(
 
 
 @asynccontextmanager
-async def write_path(settings: Settings, clock: Clock) -> AsyncIterator[Writer]:
+async def write_path(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Writer]:
     """A started write path for a command-line write (`beacon import`, `profiles erase`), which
-    commits with `Writer.commit`: a server may be running on the same database meanwhile."""
+    commits with `Writer.commit`: a server may be running on the same database meanwhile.
+
+    Its clock (`writer.database.clock`) is `clock`, else the deployment's (`BEACON_CLOCK`): a
+    manual one is read from the database and followed while the command runs."""
+    clock = clock or clock_of(settings)
     writer, _ = create_writer(settings, clock)
     await writer.database.start()
     try:
+        if isinstance(clock, ManualClock):
+            await clock.start(writer.database, writer)
         yield writer
     finally:
+        if isinstance(clock, ManualClock):
+            await clock.stop()
         await writer.database.close()
 
 
@@ -147,6 +156,10 @@ class Runtime:
             sweep_interval=self.settings.relay_sweep_seconds,
             stale_after=2 * self.settings.relay_sweep_seconds,
             on_relayed=self.metrics.bus_relayed.inc,
+        )
+        sweep_every = timedelta(seconds=self.settings.relay_sweep_seconds)
+        self.registry.periodic(
+            PeriodicJob("outbox-sweep", sweep_every, self.relay.sweep, first_after=sweep_every)
         )
         self.edge = IngestEdge(
             settings=self.settings,

@@ -4,8 +4,10 @@ input gets a 4xx naming the problem. "After 30 days" is checked in a moment, not
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +17,8 @@ from beacon.storage.factory import create_database
 from beacon.storage.writer import Writer
 from beacon.timers.clock import ManualClock
 from beacon.timers.store import schedule
+from tests import recording_plugin
+from tests.beacon_process import BeaconProcess
 from tests.conftest import make_settings
 from tests.integration.conftest import (
     ADMIN,
@@ -23,6 +27,7 @@ from tests.integration.conftest import (
     all_events,
     create_source,
     track_body,
+    wait_for,
 )
 from tests.timer_plugin import JOB, KIND, create_table_sql
 
@@ -228,8 +233,8 @@ async def test_a_periodic_job_runs_once_per_interval_of_manual_time(manual: Serv
 
 async def test_every_process_sees_the_advance(manual: Served, database_url: str) -> None:
     settings = make_settings(database_url)
-    other_database = create_database(settings, ManualClock())
     other = ManualClock()
+    other_database = create_database(settings, other)
     await other_database.start()
     try:
         await other.start(other_database, Writer(other_database))
@@ -264,3 +269,71 @@ async def test_events_past_their_retention_are_gone_30_days_later(
     assert len(stored) == 1
     assert len(kept) == 1
     assert left == []
+
+
+async def test_the_outbox_sweep_runs_on_the_clock_and_relays_rows_left_behind(
+    serve: ServeApp,
+) -> None:
+    recording_plugin.RECEIVED.clear()
+    async with serve(clock="manual", plugins=["tests.recording_plugin"]) as served:
+        await create_source(served.client, "web")
+        runtime = served.app.state.runtime
+
+        async def relay_caught_up() -> bool:
+            return bool(runtime.relay.caught_up)
+
+        await wait_for(relay_caught_up, what="the relay's start-up walk of the outbox")
+        runtime.database.on_committed = None  # as if the process died between commit and relay
+        body = track_body("web", [{"type": "page-view", "properties": {}}])
+        assert (await served.client.post("/track", json=body)).status_code == 200
+
+        await advance(served.client, seconds=4)  # the sweep is due 5 s after start
+        early = list(recording_plugin.RECEIVED)
+        await advance(served.client, seconds=7)  # due, and the row is over 10 s old
+
+        async def relayed() -> bool:
+            return any(e.body["type"] == "page-view" for e in recording_plugin.RECEIVED)
+
+        async def outbox_empty() -> bool:
+            rows = await runtime.database.read("SELECT count(*) FROM outbox")
+            return bool(rows == [(0,)])
+
+        await wait_for(relayed, what="the swept event reaching the consumer")
+        await wait_for(outbox_empty, what="the relayed row deleted")
+
+    assert early == []
+
+
+def test_commands_read_the_deployments_clock(database_url: str, tmp_path: Path) -> None:
+    """`beacon import` checks event times against the manual clock when the deployment has one:
+    an event dated 400 days from the real today is in its present."""
+    ahead = datetime.now(UTC) + timedelta(days=400)
+    asyncio.run(set_manual_clock(database_url, ahead))
+    when = (ahead - timedelta(hours=1)).isoformat()
+    events = tmp_path / "events.ndjson"
+    events.write_text(f'{{"id": "e1", "type": "visit", "user_id": "u1", "time": "{when}"}}\n')
+    manual = BeaconProcess.on(database_url, tmp_path, admin_token="t", settings={"clock": "manual"})
+    system = BeaconProcess.on(database_url, tmp_path, admin_token="t")
+    manual.cli("sources", "create", "shop", "--id", "shop")
+
+    on_system = system.cli("import", str(events), "--source", "shop", "--restart")
+    on_manual = manual.cli("import", str(events), "--source", "shop", "--restart")
+
+    assert "0 imported" in on_system and "1 rejected" in on_system
+    assert "1 imported" in on_manual
+
+
+async def set_manual_clock(database_url: str, at: datetime) -> None:
+    """Put the deployment's manual clock at `at` (as an earlier advance would have)."""
+    clock = ManualClock()
+    database = create_database(make_settings(database_url), clock)
+    await database.start()
+    try:
+        writer = Writer(database)
+        await clock.start(database, writer)
+        await clock.stop()
+        writer.start()
+        await clock.advance(writer, to=at)
+        await writer.stop()
+    finally:
+        await database.close()

@@ -2,8 +2,11 @@
 
 Each outbox row holds the envelopes of one committed transaction (an `OutboxBatch`).
 Fast path: the store hands over what it just committed and the relay publishes it at once.
-Slow path: a periodic sweep publishes rows older than `stale_after` (left by a crash, a bus
-outage, an import or another process that died), and at start-up every row left from before.
+Slow path: a sweep publishes rows older than `stale_after` (left by a crash, a bus outage, an
+import or another process that died), and at start-up every row left from before. The sweep is
+the periodic job `outbox-sweep` (registered by the runtime, run once across all processes on
+the timers): where the relay runs, its loop sweeps between two publications; elsewhere (a
+`beacon worker`) `sweep` walks the outbox itself.
 
 A row is deleted only once the bus's receipt for it is settled: at once on Redis (the stream
 keeps it), on the memory bus once every consumer handled (or dead-lettered) its envelopes. The
@@ -55,7 +58,7 @@ class OutboxRelay:
         fetch_stale: FetchStale,
         acknowledge: Acknowledge,
         clock: Clock,
-        sweep_interval: float = 5.0,
+        sweep_interval: float = 5.0,  # the wait after a walk of the outbox that failed
         stale_after: float = 10.0,
         max_envelopes: int = MAX_ENVELOPES,
         max_pending: int = MAX_PENDING,
@@ -82,6 +85,8 @@ class OutboxRelay:
         self._receipts: dict[asyncio.Task[None], Receipt] = {}
         self._wake = asyncio.Event()
         self._on_relayed = on_relayed
+        self._running = False
+        self._sweeps: list[asyncio.Future[None]] = []  # sweeps asked of the running loop
 
     @property
     def caught_up(self) -> bool:
@@ -104,36 +109,48 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set; start with everything a previous run left behind."""
-        last_sweep = self._clock.now()
+        self._running = True
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
                 if self._catching_up:
                     await self._catch_up(stop)
-                    last_sweep = self._clock.now()
+                    self._swept()  # a walk of the whole outbox: more than a sweep
                     continue
                 waking = asyncio.create_task(self._wake.wait())
-                await asyncio.wait(
-                    {waking, stopping},
-                    timeout=self._sweep_interval,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+                await asyncio.wait({waking, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 waking.cancel()
                 self._wake.clear()
                 await self.flush()
-                now = self._clock.now()
-                if (
-                    not self._pending
-                    and not self._catching_up
-                    and (now - last_sweep).total_seconds() >= self._sweep_interval
-                ):
-                    await self._walk(now - self._stale_after)
-                    last_sweep = now
+                if self._sweeps and not self._pending and not self._catching_up:
+                    await self._walk(self._clock.now() - self._stale_after)
+                    self._swept()
         finally:
             stopping.cancel()
+            self._running = False
+            self._swept()
         if not self._catching_up:
             await self.flush()
         await self.settle(timeout=STOP_GRACE_S)
+
+    async def sweep(self) -> None:
+        """Publish the rows older than `stale_after` that nothing is publishing (the periodic
+        job `outbox-sweep`): by the running relay's loop, between two publications, or here
+        when this process runs no relay."""
+        if not self._running:
+            await self._walk(self._clock.now() - self._stale_after)
+            await self.settle(timeout=STOP_GRACE_S)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sweeps.append(done)
+        self._wake.set()
+        await done
+
+    def _swept(self) -> None:
+        for done in self._sweeps:
+            if not done.done():
+                done.set_result(None)
+        self._sweeps.clear()
 
     async def flush(self) -> None:
         """Publish everything handed over so far."""

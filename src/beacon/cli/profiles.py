@@ -10,7 +10,6 @@ import typer
 
 from beacon.cli.running import CliError, console, run_async, with_session
 from beacon.core import jsonio
-from beacon.core.clock import SystemClock
 from beacon.settings import Settings
 
 profiles_app = typer.Typer(
@@ -92,7 +91,7 @@ def profiles_erase(
 
     async def erase(settings: Settings) -> dict[str, Any] | None:
         # The API's single write path, in this process: a running server may write meanwhile.
-        async with write_path(settings, SystemClock()) as writer:
+        async with write_path(settings) as writer:
 
             async def work(tx: Tx) -> dict[str, Any] | None:
                 return await erasure.erase_profile(tx, profile_id=target)

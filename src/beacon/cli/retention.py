@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from beacon.cli.running import CliError, console, load_settings, run_async
-from beacon.core.clock import SystemClock
 from beacon.core.db import create_engine
 from beacon.settings import Settings
 
@@ -29,15 +28,14 @@ def retention_run(
 
     async def run(settings: Settings) -> RetentionReport:
         engine = create_engine(settings)
-        clock = SystemClock()
         try:
-            async with write_path(settings, clock) as writer:
+            async with write_path(settings) as writer:
                 writer.start()
                 purge = functools.partial(
                     purge_expired_events,
                     engine=engine,
                     writer=writer,
-                    now=clock.now(),
+                    now=writer.database.clock.now(),  # the deployment's: BEACON_CLOCK
                     default_days=settings.retention_days,
                     batch_size=settings.retention_batch_size,
                 )

@@ -55,8 +55,7 @@ async def with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) 
 
 async def with_writer(settings: Settings, work: Callable[[Tx], Awaitable[T]]) -> T:
     """Run `work` in one transaction of the write path (a server may be writing meanwhile)."""
-    from beacon.core.clock import SystemClock
     from beacon.runtime import write_path
 
-    async with write_path(settings, SystemClock()) as writer:
+    async with write_path(settings) as writer:
         return await writer.run_now(work)

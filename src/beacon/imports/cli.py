@@ -154,7 +154,6 @@ def import_events(
     """
     from pydantic import ValidationError
 
-    from beacon.core.clock import SystemClock
     from beacon.imports.columns import ColumnError, CsvColumns, column_spec
     from beacon.imports.runner import ImportFailed, ImportOptions
     from beacon.imports.service import default_format, import_files
@@ -231,7 +230,6 @@ def import_events(
                 paths=files,
                 options=options,
                 settings=settings,
-                clock=SystemClock(),
                 watcher=bar,
                 stop=stop,
             )

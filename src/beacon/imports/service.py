@@ -49,15 +49,18 @@ async def import_files(
     paths: list[Path],
     options: ImportOptions,
     settings: Settings,
-    clock: Clock,
+    clock: Clock | None = None,
     watcher: Watcher | None = None,
     stop: asyncio.Event | None = None,
 ) -> list[FileResult]:
-    """Import every file in order; return what happened to each. `stop` ends after a commit."""
+    """Import every file in order; return what happened to each. `stop` ends after a commit.
+
+    `clock` defaults to the deployment's (`BEACON_CLOCK`)."""
     check_files(paths, options)
-    checker = await load_checker(settings, options.source_id, clock)
     database = "sqlite" if settings.is_sqlite else "postgresql"
     async with write_path(settings, clock) as writer:
+        clock = writer.database.clock
+        checker = await load_checker(settings, options.source_id, clock)
         if isinstance(writer.database, SqliteDatabase):
             tune_for_bulk_writes(writer.database.conn)
         importer = Importer(
