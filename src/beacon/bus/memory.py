@@ -167,8 +167,14 @@ class MemoryBus(Bus):
                 queue.in_hand = 0
             for _ in batch:
                 queue.items.popleft()
+            # A publication's envelopes lie together in the queue: settle each once per batch.
+            count, last = 0, batch[0][1]
             for _, publication in batch:
-                publication.handled(1)
+                if publication is not last:
+                    last.handled(count)
+                    count, last = 0, publication
+                count += 1
+            last.handled(count)
             self._room.set()
 
     async def lag(self, name: str, topic: str) -> Lag | None:

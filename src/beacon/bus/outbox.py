@@ -83,6 +83,8 @@ class OutboxRelay:
         self._fetching = False
         self._acknowledged: set[str] = set()  # rows deleted while a fetch ran
         self._receipts: dict[asyncio.Task[None], Receipt] = {}
+        self._handled: list[str] = []  # rows whose receipt is settled: to delete
+        self._deleter: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._on_relayed = on_relayed
         self._running = False
@@ -168,13 +170,14 @@ class OutboxRelay:
     async def settle(self, *, timeout: float | None = None) -> None:
         """Wait until every published row's receipt is settled and its row deleted (or for
         `timeout` seconds, after which unsettled rows are left in the outbox)."""
-        if not self._receipts:
-            return
-        _, late = await asyncio.wait(set(self._receipts), timeout=timeout)
-        for task in late:
-            task.cancel()
-        if late:
-            await asyncio.wait(late)
+        if self._receipts:
+            _, late = await asyncio.wait(set(self._receipts), timeout=timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        if self._deleter is not None:
+            await self._deleter
 
     def _catch_up_later(self) -> None:
         self._catching_up = True
@@ -238,15 +241,30 @@ class OutboxRelay:
 
     async def _delete_once_handled(self, receipt: Receipt, ids: list[str]) -> None:
         try:
-            if await asyncio.shield(receipt):
+            handled = await asyncio.shield(receipt)
+        except asyncio.CancelledError:  # given up on at stop: the rows stay
+            self._in_flight.difference_update(ids)
+            raise
+        if not handled:  # the bus stopped first: the rows stay, for a later walk
+            self._in_flight.difference_update(ids)
+            return
+        self._handled.extend(ids)
+        if self._deleter is None or self._deleter.done():
+            self._deleter = asyncio.create_task(self._delete_handled())
+
+    async def _delete_handled(self) -> None:
+        """Delete the rows every consumer has, all those settled meanwhile in one go."""
+        while self._handled:
+            ids, self._handled = self._handled, []
+            try:
                 await self._acknowledge(ids)
                 if self._fetching:
                     self._acknowledged.update(ids)
-        except Exception:
-            # The rows stay: a sweep publishes them again, and consumers deduplicate.
-            log.exception("outbox_acknowledge_failed", rows=len(ids))
-        finally:
-            self._in_flight.difference_update(ids)
+            except Exception:
+                # The rows stay: a walk publishes them again, and consumers deduplicate.
+                log.exception("outbox_acknowledge_failed", rows=len(ids))
+            finally:
+                self._in_flight.difference_update(ids)
 
 
 async def delete_outbox_rows(tx: _HasSql, ids: list[str]) -> None:
