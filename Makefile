@@ -41,6 +41,7 @@ check: install-dev
 bench: install-dev
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/import.py
+	$(BIN)/python bench/timers.py
 
 # Re-pin every transitive dependency after changing pyproject.toml.
 lock: install-dev

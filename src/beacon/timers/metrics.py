@@ -30,11 +30,11 @@ class TimerMetrics:
         )
         self.pending = Gauge(
             "beacon_timers_pending",
-            "Timers scheduled and not yet fired (read every few seconds).",
+            "Timers scheduled and not yet fired (counted every 30 s).",
             registry=registry,
         )
         self.failing = Gauge(
             "beacon_timers_failing",
-            "Pending timers whose handler failed at least once (read every few seconds).",
+            "Pending timers whose handler failed at least once (counted every 30 s).",
             registry=registry,
         )
