@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beacon.journeys import effects as fx
+from beacon.journeys.cron import next_fire, parse_cron
 from beacon.journeys.definition import Journey, parse_journey
 from beacon.journeys.engine import Advance, advance
 from beacon.journeys.entry import NotStarted, run_id_for, start
@@ -27,6 +29,7 @@ from beacon.journeys.stimuli import (
     Stimulus,
     TimerFired,
 )
+from beacon.journeys.triggers import DateTrigger, date_moment
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -566,3 +569,106 @@ def test_advance_refuses_another_journeys_run_and_naive_times() -> None:
         advance(other, run, Start(), profile=PROFILE, now=T0)
     with pytest.raises(ValueError, match="timezone"):
         advance(j, run, Start(), profile=PROFILE, now=datetime(2026, 1, 1))  # noqa: DTZ001
+
+
+MIXED = journey(
+    {
+        "hello": send(next="pause"),
+        "pause": {"type": "wait", "duration": "1h", "next": "w"},
+        "w": {
+            "type": "wait_for_event",
+            "event": "PAID",
+            "timeout": "1d",
+            "on_event": "pick",
+            "on_timeout": "nudge",
+        },
+        "pick": {
+            "type": "split",
+            "branches": [{"name": "a", "percent": 50, "next": "nudge"}],
+            "holdout": 50,
+        },
+        "nudge": send("nudge", channel="email", next="pause"),
+    },
+    exit=[{"event": "STOP"}],
+    goal={"event": "PAID"},
+    quiet_hours={"start": "22:00", "end": "06:00"},
+    frequency_caps={"limits": [{"channel": "email", "max": 1, "period": "2d"}]},
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["PAID", "STOP", "OTHER", "timer", "stale", "start", "cancel"]),
+            st.integers(min_value=0, max_value=30),
+        ),
+        max_size=25,
+    )
+)
+def test_any_stimulus_applied_twice_acts_once(script: list[tuple[str, int]]) -> None:
+    pending = start(MIXED, version=1, profile=PROFILE, trigger=go(), existing_runs=[], now=T0)
+    assert isinstance(pending, Run)
+    run, now = pending, T0
+    sends: list[SentMessage] = []
+    seen: set[str] = set()
+    for index, (kind, hours) in enumerate([("start", 0), *script]):
+        now += timedelta(hours=hours)
+        stimulus: Stimulus
+        if kind == "start":
+            stimulus = Start()
+        elif kind == "timer":
+            stimulus = TimerFired(run.waiting.timer_key if run.waiting else "none")
+        elif kind == "stale":
+            stimulus = TimerFired(f"journey:{run.id}/pause/{index}/wait")
+        elif kind == "cancel":
+            stimulus = Cancel("stopped")
+        else:
+            stimulus = EventArrived(EventSnapshot(f"e{index}", kind, now, {}, "p1"))
+        first = step(MIXED, run, stimulus, now, sent=sends)
+        assert step(MIXED, run, stimulus, now, sent=sends) == first
+        assert step(MIXED, first.run, stimulus, now, sent=sends).effects == ()
+        assert Run.from_json(json.loads(json.dumps(first.run.as_json()))) == first.run
+        sends += [
+            SentMessage(e.channel, now, "j")
+            for e in first.effects
+            if isinstance(e, fx.RequestDelivery)
+        ]
+        keys = [e.idempotency_key for e in first.effects]
+        assert len(keys) == len(set(keys)) and not seen & set(keys)  # new work, new keys
+        seen |= set(keys)
+        run = first.run
+
+
+def test_send_lookback_is_the_longest_cap_in_force() -> None:
+    assert MIXED.send_lookback() == 2 * DAY
+    assert MIXED.send_lookback([FrequencyCap("sms", 3, 7 * DAY)]) == 7 * DAY
+    assert caps(include_defaults=False).send_lookback([FrequencyCap("sms", 3, 7 * DAY)]) == DAY
+    assert journey({"s": send()}).send_lookback() == timedelta()
+
+
+def test_date_triggers_fire_yearly_or_once_and_29_february_on_the_28th() -> None:
+    lisbon = ZoneInfo("Europe/Lisbon")
+    yearly = DateTrigger(("birthday",), offset_days=-1)
+    leap = {"birthday": "2000-02-29"}
+    assert date_moment(yearly, leap, lisbon, after=T0) == datetime(2027, 2, 27, 9, 0, tzinfo=UTC)
+    once = DateTrigger(("ends",), repeat="once")
+    assert date_moment(once, {"ends": "2026-07-01T00:00:00Z"}, lisbon, after=T0) == datetime(
+        2026, 7, 1, 8, 0, tzinfo=UTC
+    )
+    assert date_moment(once, {"ends": "2026-01-01"}, lisbon, after=T0) is None
+    assert date_moment(once, {"ends": "soon"}, lisbon, after=T0) is None
+
+
+def test_a_schedule_skips_a_wall_time_the_clock_change_skips() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    nightly = parse_cron("30 2 * * *")
+    before_spring = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
+    # 02:30 does not exist in Berlin on 29 March 2026: the next firing is on the 30th.
+    assert next_fire(nightly, berlin, after=before_spring) == datetime(
+        2026, 3, 30, 0, 30, tzinfo=UTC
+    )
+    weekdays_or_first = parse_cron("0 8 1 * mon")
+    assert next_fire(weekdays_or_first, berlin, after=datetime(2026, 6, 2, tzinfo=UTC)) == (
+        datetime(2026, 6, 8, 6, 0, tzinfo=UTC)
+    )

@@ -79,7 +79,13 @@ from zoneinfo import ZoneInfo
 from beacon.core.jsonio import Path
 from beacon.journeys.conditions import EventCondition, Goal, ProfileCondition, read_exits, read_goal
 from beacon.journeys.graph import check_flow
-from beacon.journeys.pacing import FrequencyCaps, QuietHours, read_caps, read_quiet_hours
+from beacon.journeys.pacing import (
+    FrequencyCap,
+    FrequencyCaps,
+    QuietHours,
+    read_caps,
+    read_quiet_hours,
+)
 from beacon.journeys.steps import Branch, Emit, Send, Step, TraitUpdate, WaitForEvent, Webhook
 from beacon.journeys.steps import read_step as read_step_body
 from beacon.journeys.structure import shape_problems
@@ -145,6 +151,13 @@ class Journey:
         """The computed attributes (hidden event counts too) its rules read from a profile."""
         found = {a.name: a for rule in self.rules for a in required_attributes(rule)}
         return [found[name] for name in sorted(found)]
+
+    def send_lookback(self, default_caps: Iterable[FrequencyCap] = ()) -> timedelta:
+        """How far back `advance` needs the messages sent to a profile: the longest cap."""
+        caps = list(self.caps.limits) if self.caps is not None else []
+        if self.caps is None or self.caps.include_defaults:
+            caps += default_caps
+        return max((cap.period for cap in caps), default=timedelta())
 
     def zone_for(self, traits: Mapping[str, Any]) -> ZoneInfo:
         """The profile's own zone (the `time_zone_trait`) when it names one, else the journey's."""

@@ -18,7 +18,7 @@ from typing import Protocol
 from beacon.core import jsonio
 from beacon.journeys.definition import Journey
 from beacon.journeys.profiles import ProfileView
-from beacon.journeys.runs import ENDED, Run, Status
+from beacon.journeys.runs import ENDED, Run
 from beacon.journeys.stimuli import EventSnapshot
 from beacon.journeys.triggers import ScheduleTrigger, matches, occurrence_ok
 from beacon.segments.values import lookup, utc
@@ -34,7 +34,7 @@ class PriorRun(Protocol):
     @property
     def key(self) -> str | None: ...
     @property
-    def status(self) -> Status: ...
+    def status(self) -> str: ...
     @property
     def started_at(self) -> datetime: ...
 
@@ -109,9 +109,13 @@ def _refusal(
         recent = [run for run in same_key if run.started_at > now - entry.cooldown]
         if recent:
             return NotStarted("cooldown", "a run started within the cooldown")
-    if entry.key is not None and any(run.status not in ENDED for run in same_key):
+    if entry.key is not None and any(_active(run) for run in same_key):
         return NotStarted("key_active", f"a run for key {key!r} is active")
-    active = [run for run in runs if run.status not in ENDED]
+    active = [run for run in runs if _active(run)]
     if entry.max_concurrent is not None and len(active) >= entry.max_concurrent:
         return NotStarted("max_concurrent", f"{len(active)} runs are active")
     return None
+
+
+def _active(run: PriorRun) -> bool:
+    return run.status not in ENDED

@@ -129,7 +129,7 @@ class Walk:
             day = read_date(lookup(self.profile.traits, step.until_trait))
             if day is None:
                 return step.next, "no_date"
-            until = at_local(day, step.at or time(0, 0), zone) + step.offset_days * _DAY
+            until = at_local(day + step.offset_days * _DAY, step.at or time(0, 0), zone)
         if until <= self.now:
             return step.next, "moment_passed"
         self.hold(step.name, "timer", "wait", until)
