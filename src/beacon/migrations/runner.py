@@ -19,4 +19,5 @@ def upgrade_database(settings: Settings) -> None:
     """Bring the database schema up to date; safe to run on every start."""
     if settings.is_sqlite:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(settings), "head")
+    # "heads": domains built side by side may each add a branch of revisions; all are applied.
+    command.upgrade(alembic_config(settings), "heads")
