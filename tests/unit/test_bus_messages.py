@@ -24,6 +24,7 @@ from beacon.bus.messages import (
     read_message,
 )
 from beacon.core import jsonio
+from beacon.deliveries.requests import DeliveryRequested
 
 
 def make_event(**overrides: object) -> EventMessage:
@@ -111,6 +112,7 @@ def test_outbox_batch_round_trips_every_envelope_in_order() -> None:
 # `test_every_message_type_has_an_example`, so no type escapes the round trip.
 EXAMPLES: dict[str, Message] = {
     "event": make_event(valid=False, imported=True, context={"device": {"id": "d-1"}}),
+    "delivery.requested": DeliveryRequested("r-1", "r-1", "p-1", "email"),
 }
 
 

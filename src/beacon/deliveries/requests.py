@@ -1,0 +1,110 @@
+"""The delivery request: what a journey step or a back-end hands to messaging, and no more.
+
+A request names the person, the channel, a template (by name) or inline content per channel,
+the variables to render with, and an idempotency key. `request_delivery` stores it in the
+caller's transaction (a second request with the same key is the same request: nothing new is
+stored) and publishes `delivery.requested` once it commits, for the delivery worker. Until a
+channel sends them, stored requests are the record of what would have gone out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from beacon.bus.messages import DELIVERIES_TOPIC, Envelope, MessageType, declare
+from beacon.core.ids import new_id
+from beacon.core.jsonio import dumps_text
+from beacon.storage.transaction import Tx
+
+DELIVERY_REQUESTED = "delivery.requested"
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRequest:
+    """One message to send to one person; `idempotency_key` makes a retry the same request."""
+
+    profile_id: str
+    channel: str
+    idempotency_key: str
+    requested_by: str  # "journey:<name>", "api", ...
+    template: str | None = None
+    content: dict[str, Any] | None = None  # per-channel parts, when there is no template
+    variables: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.template is None) == (self.content is None):
+            raise ValueError("a delivery request names a template or carries content, not both")
+        if not 1 <= len(self.idempotency_key) <= MAX_KEY_LENGTH:
+            raise ValueError(f"an idempotency key has 1 to {MAX_KEY_LENGTH} characters")
+
+
+@declare
+@dataclass(frozen=True, slots=True)
+class DeliveryRequested:
+    """A delivery request was stored; `request_id` names its row."""
+
+    TYPE: ClassVar[MessageType] = MessageType(DELIVERY_REQUESTED, 1, DELIVERIES_TOPIC)
+
+    id: str
+    request_id: str
+    profile_id: str
+    channel: str
+
+    @property
+    def partition_key(self) -> str:
+        return self.profile_id
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "profile_id": self.profile_id,
+            "channel": self.channel,
+            "v": self.TYPE.version,
+        }
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Self:
+        cls.TYPE.check_version(body)
+        return cls(
+            id=body["request_id"],
+            request_id=body["request_id"],
+            profile_id=body["profile_id"],
+            channel=body["channel"],
+        )
+
+    def envelope(self) -> Envelope:
+        return Envelope(
+            id=self.id,
+            topic=DELIVERIES_TOPIC,
+            key=self.partition_key,
+            body=self.to_body(),
+            type=DELIVERY_REQUESTED,
+        )
+
+
+async def request_delivery(tx: Tx, request: DeliveryRequest) -> str | None:
+    """Store `request` and publish it once `tx` commits; return its id, or None if a request
+    with the same idempotency key was stored before (then nothing changes)."""
+    request_id = new_id()
+    rows = await tx.sql.fetch(
+        "INSERT INTO delivery_requests (id, idempotency_key, profile_id, channel, template,"
+        " content, variables, requested_by, requested_at, status)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'requested')"
+        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+        request_id,
+        request.idempotency_key,
+        request.profile_id,
+        request.channel,
+        request.template,
+        None if request.content is None else dumps_text(request.content),
+        dumps_text(request.variables),
+        request.requested_by,
+        tx.now,
+    )
+    if not rows:
+        return None
+    message = DeliveryRequested(request_id, request_id, request.profile_id, request.channel)
+    tx.enqueue([message.envelope()])
+    return request_id
