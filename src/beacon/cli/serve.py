@@ -62,7 +62,9 @@ def serve(
 def worker(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="Consumers to run (default: all); see `beacon consumers list`."),
+        typer.Argument(
+            metavar="NAMES", help="Consumers to run (default: all): `beacon consumers list`."
+        ),
     ] = None,
 ) -> None:
     """Run bus consumers as their own process (with the Redis bus); SIGTERM stops it cleanly."""
