@@ -3,12 +3,14 @@ message type round-trips through its envelope."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass
 from typing import ClassVar
 
 import pytest
 
-import beacon.runtime  # noqa: F401 - every domain, so every message type is declared
+import beacon
 from beacon.bus.messages import (
     EVENTS_TOPIC,
     MESSAGE_TYPES,
@@ -25,6 +27,17 @@ from beacon.bus.messages import (
 )
 from beacon.core import jsonio
 from beacon.deliveries.requests import DeliveryRequested
+
+
+def import_every_module() -> None:
+    """Import all of Beacon, so every message type any module declares is registered (the
+    migrations run Alembic and `__main__` the command line when imported: they declare none)."""
+    for module in pkgutil.walk_packages(beacon.__path__, "beacon."):
+        if not module.name.startswith(("beacon.migrations", "beacon.__main__")):
+            importlib.import_module(module.name)
+
+
+import_every_module()
 
 
 def make_event(**overrides: object) -> EventMessage:
