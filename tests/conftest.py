@@ -45,6 +45,12 @@ TABLES = (
     "processed_messages",
     "consumer_dead_letters",
     "worker_heartbeats",
+    "computed_attributes",
+    "segments",
+    "segment_versions",
+    "attribute_states",
+    "segment_members",
+    "segment_history",
 )
 
 

@@ -26,6 +26,7 @@ from beacon.ops import routes as ops_routes
 from beacon.ops.json_guard import JsonGuardMiddleware
 from beacon.ops.latency import LatencyMiddleware
 from beacon.runtime import Runtime
+from beacon.segments import routes as segments_routes
 from beacon.settings import Settings
 from beacon.sources import routes as sources_routes
 from beacon.timers import routes as timers_routes
@@ -92,6 +93,7 @@ def create_app(
     app.state.readiness_checks = {"database": runtime.ping_database, "bus": runtime.bus.ping}
     app.state.registry = runtime.registry
     app.state.platform = runtime.platform
+    app.state.sections = runtime.profile_sections
     app.state.readiness_report = partial(
         consumers_report, registry=runtime.registry, platform=runtime.platform
     )
@@ -110,6 +112,7 @@ def create_app(
     app.include_router(profile_routes.router)
     app.include_router(timers_routes.router)
     app.include_router(consumer_routes.router)
+    app.include_router(segments_routes.router)
 
     app.add_middleware(JsonGuardMiddleware)
     app.add_middleware(

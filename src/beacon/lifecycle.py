@@ -31,6 +31,11 @@ PROFILE_CONSENT_CHANGED = "profile.consent_changed"
 """`{"channel", "granted", "source"}`: a consent decision that differs from the last one."""
 PROFILE_ERASED = "profile.erased"
 """`{"profile_ids": [...]}` (the person and the profiles merged into them), published only."""
+SEGMENT_ENTERED = "segment.entered"
+"""`{"segment_id", "segment", "imported"}`: the profile now satisfies the segment's rule;
+`imported` (also the event's own flag) when imported history caused it."""
+SEGMENT_EXITED = "segment.exited"
+"""`{"segment_id", "segment", "imported"}`: the profile no longer satisfies the rule."""
 
 SYSTEM_CONTEXT = {"system": True}
 
@@ -102,6 +107,24 @@ def consent_changed(
         {"channel": channel, "granted": granted, "source": source},
         at,
     )
+
+
+def segment_changed(
+    change: str,
+    profile_id: str,
+    *,
+    segment_id: str,
+    segment: str,
+    at: datetime,
+    imported: bool,
+    event_id: str | None = None,
+) -> SystemEvent:
+    """`segment.entered` (`change` "entered") or `segment.exited` ("exited") of a profile."""
+    kind = {"entered": SEGMENT_ENTERED, "exited": SEGMENT_EXITED}[change]
+    properties = {"segment_id": segment_id, "segment": segment, "imported": imported}
+    if event_id is None:
+        return SystemEvent(kind, profile_id, properties, at, imported=imported)
+    return SystemEvent(kind, profile_id, properties, at, imported=imported, id=event_id)
 
 
 def profile_erased(profile_ids: Sequence[str], at: datetime) -> SystemEvent:

@@ -30,9 +30,12 @@ from beacon.core.metrics import Metrics
 from beacon.events import retention
 from beacon.events.event_types import EventTypeCatalog
 from beacon.identity import worker as last_seen
+from beacon.identity.sections import ProfileSections
 from beacon.ingest.pipeline import IngestEdge
 from beacon.ingest.store import IngestStore
 from beacon.platform import Platform
+from beacon.segments import routes as segment_routes
+from beacon.segments import worker as segments
 from beacon.settings import Settings
 from beacon.sources.service import SourceCatalog
 from beacon.storage.factory import create_database
@@ -50,7 +53,12 @@ Role = Literal["server", "worker", "command"]
 Register = Callable[[Registry, Platform], None]
 
 # Every domain's `register(registry, platform)`: its consumers, periodic jobs and timer kinds.
-DOMAINS: tuple[Register, ...] = (idempotency.register, last_seen.register, retention.register)
+DOMAINS: tuple[Register, ...] = (
+    idempotency.register,
+    last_seen.register,
+    retention.register,
+    segments.register,
+)
 
 log = structlog.get_logger()
 
@@ -133,6 +141,9 @@ class Runtime:
             metrics=self.metrics,
         )
         self.registry = Registry()
+        # What other domains show on a profile (`GET /api/profiles/{id}`), below which they sit.
+        self.profile_sections = ProfileSections()
+        segment_routes.add_profile_sections(self.profile_sections, self.platform)
         for register in (*DOMAINS, *load_plugins(self.settings.plugins)):
             register(self.registry, self.platform)
         unknown = sorted(set(self.consumer_names) - set(self.registry.consumers))

@@ -88,7 +88,7 @@ async def test_consumers_are_listed_with_their_lag_dead_letters_and_workers(
     await wait_for(running, what="the server's heartbeat")
     listed = await consumers(client)
 
-    assert sorted(listed) == ["profiles-last-seen", "test-poison"]
+    assert sorted(listed) == ["profiles-last-seen", "segments", "test-poison"]
     assert listed["test-poison"] == {
         "name": "test-poison",
         "topic": "events",
@@ -163,7 +163,7 @@ async def test_bad_requests_are_answered_4xx_in_json(client: httpx.AsyncClient) 
     assert missing.json() == {"detail": "dead letter 'nope' not found"}
     assert stranger.status_code == 404
     assert stranger.json() == {
-        "detail": "unknown consumer 'nobody'; known: profiles-last-seen, test-poison"
+        "detail": "unknown consumer 'nobody'; known: profiles-last-seen, segments, test-poison"
     }
     assert too_many.status_code == 422
     assert too_many.json()["detail"][0]["loc"] == ["query", "limit"]

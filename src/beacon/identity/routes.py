@@ -18,17 +18,24 @@ from beacon.identity.schemas import (
     SessionOut,
     TraitUpdate,
 )
+from beacon.identity.sections import ProfileSections
 from beacon.storage.transaction import Tx
 
 router = APIRouter(prefix="/api/profiles", tags=["profiles"], dependencies=[AdminAuth])
 
 
-async def profile_out(session: SessionDep, profile: Profile) -> dict[str, Any]:
+async def profile_out(
+    session: SessionDep, profile: Profile, request: Request | None = None
+) -> dict[str, Any]:
     identities = await service.list_identities(session=session, profile_id=profile.id)
-    return {
+    found = {
         **service.profile_fields(profile),
         "identities": [IdentityOut.model_validate(i) for i in identities],
     }
+    if request is not None:
+        sections: ProfileSections = request.app.state.sections
+        found.update(await sections.read(profile.id, request.app.state.clock.now()))
+    return found
 
 
 async def existing(session: SessionDep, profile_id: str) -> Profile:
@@ -48,9 +55,10 @@ async def find_profile(kind: str, value: str, session: SessionDep) -> dict[str, 
 
 
 @router.get("/{profile_id}", response_model=ProfileOut)
-async def get_profile(profile_id: str, session: SessionDep) -> dict[str, Any]:
-    """Return the profile (a merged profile's old id answers with the survivor)."""
-    return await profile_out(session, await existing(session, profile_id))
+async def get_profile(profile_id: str, session: SessionDep, request: Request) -> dict[str, Any]:
+    """Return the profile (a merged profile's old id answers with the survivor), with the
+    sections other domains add (segments: `computed_attributes`, `segments`)."""
+    return await profile_out(session, await existing(session, profile_id), request)
 
 
 @router.get("/{profile_id}/sessions", response_model=list[SessionOut])

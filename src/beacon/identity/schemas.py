@@ -21,6 +21,10 @@ class IdentityOut(BaseModel):
 
 
 class ProfileOut(BaseModel):
+    """A profile; sections other domains declare (`sections.ProfileSections`) follow its fields."""
+
+    model_config = ConfigDict(extra="allow")
+
     id: str
     created_at: datetime
     updated_at: datetime
