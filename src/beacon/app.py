@@ -97,9 +97,16 @@ def create_app(
     app.state.readiness_report = partial(
         consumers_report, registry=runtime.registry, platform=runtime.platform
     )
-    app.state.refresh_metrics = partial(
+    refresh_consumers = partial(
         refresh_consumer_metrics, registry=runtime.registry, platform=runtime.platform
     )
+
+    async def refresh_metrics() -> None:
+        """Set the gauges `/metrics` reads from the database: the consumers' and the timers'."""
+        await refresh_consumers()
+        await runtime.timers.read_gauges()
+
+    app.state.refresh_metrics = refresh_metrics
 
     app.add_exception_handler(Exception, internal_error)
     app.ingest = IngestASGI(runtime.edge, runtime.metrics)

@@ -204,6 +204,7 @@ async def test_a_failing_timer_is_reported_by_the_advance_and_the_timers_api(
 
     answer = await advance(manual.client, seconds=300)
     timers = (await manual.client.get("/api/timers", headers=ADMIN)).json()
+    metrics = (await manual.client.get("/metrics")).text
 
     assert "works" in await effects(manual) and "breaks" not in await effects(manual)
     assert (answer["still_due"], answer["failing"]) == (1, 1)
@@ -211,6 +212,9 @@ async def test_a_failing_timer_is_reported_by_the_advance_and_the_timers_api(
     [failing] = timers["failing_timers"]
     assert failing["key"] == "breaks" and failing["attempts"] == 1
     assert "asked to fail: breaks" in failing["last_error"]
+    assert "beacon_timers_failing 1.0" in metrics
+    assert 'beacon_timers_fired_total{kind="test-effect"} 1.0' in metrics
+    assert 'beacon_timer_failures_total{kind="test-effect"} 1.0' in metrics
 
 
 async def test_a_periodic_job_runs_once_per_interval_of_manual_time(manual: Served) -> None:

@@ -30,11 +30,11 @@ class TimerMetrics:
         )
         self.pending = Gauge(
             "beacon_timers_pending",
-            "Timers scheduled and not yet fired (counted every 30 s).",
+            "Timers scheduled and not yet fired (counted when /metrics is read).",
             registry=registry,
         )
         self.failing = Gauge(
             "beacon_timers_failing",
-            "Pending timers whose handler failed at least once (counted every 30 s).",
+            "Pending timers whose handler failed at least once (counted when /metrics is read).",
             registry=registry,
         )

@@ -55,7 +55,6 @@ FireTimers = Callable[[Tx, Sequence[Timer]], Awaitable[None]]
 PERIODIC = "periodic:"
 LEASE = timedelta(seconds=30)  # a batch is fired well within it; a dead process's claims lapse
 JOB_LEASE = timedelta(seconds=60)  # renewed every third of it while a periodic job runs
-GAUGES_EVERY_S = 30.0
 STOP_GRACE_S = 10.0
 OTHERS_WAIT_S = 60.0  # longer than a lease: a dead process's claims are taken over meanwhile
 OTHERS_POLL_S = 0.05
@@ -158,7 +157,6 @@ class TimerRunner:
     async def run(self, stop: asyncio.Event) -> None:
         """Fire timers as they come due until `stop` is set, then stop gracefully."""
         await self.schedule_periodic()
-        gauges = asyncio.create_task(self._keep_gauges(stop), name="timers-gauges")
         while not stop.is_set():
             fired = 0
             self._wake.clear()  # before looking: whatever wakes it from now on is seen
@@ -169,9 +167,6 @@ class TimerRunner:
             if not fired:
                 await self._sleep(stop)
         await self._stop_jobs()
-        gauges.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await gauges
 
     async def fire_batch(self, *, run_jobs_inline: bool = False) -> int:
         """Claim a batch of due timers and fire them; periodic jobs start in the background
@@ -211,27 +206,16 @@ class TimerRunner:
                 break
             await asyncio.sleep(OTHERS_POLL_S)  # real time: other processes are firing them
         after = await self._due(until)
-        await self.read_gauges()
         return CatchUp(max(0, before.total - after.total), after.total, after.backing_off)
 
     async def read_gauges(self) -> None:
-        """Count pending and failing timers into the gauges."""
+        """Count pending and failing timers into the gauges (when `/metrics` is read: counting
+        a million pending timers takes tens of milliseconds, which firing never waits for)."""
         if self.metrics is None:
             return
         counts = await claims.count_timers(self.database.read)
         self.metrics.pending.set(counts.pending)
         self.metrics.failing.set(counts.failing)
-
-    async def _keep_gauges(self, stop: asyncio.Event) -> None:
-        """Read the gauges every `GAUGES_EVERY_S`, beside the firing (counting a million
-        pending timers takes tens of milliseconds, which firing must not wait for)."""
-        while not stop.is_set():
-            try:
-                await self.read_gauges()
-            except Exception:
-                log.warning("timer_gauges_failed", exc_info=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=GAUGES_EVERY_S)  # real time
 
     # --- firing --------------------------------------------------------------------------------
 
