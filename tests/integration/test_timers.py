@@ -435,3 +435,43 @@ async def test_concurrent_claimers_fire_every_timer_exactly_once(
     assert sum(fired_by) == len(keys)
     assert sum(1 for count in fired_by if count) >= 2, fired_by  # they did share the work
     assert await claims.count_timers(writer.database.read) == claims.TimerCounts(0, 0)
+
+
+async def test_stopping_cancels_a_job_past_its_grace_and_frees_its_timer_at_once(
+    writer: Writer, clocks: Clocks
+) -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    @dataclass
+    class EndlessJob:
+        name: str = "endless"
+        every: timedelta = timedelta(hours=1)
+        first_after: timedelta = timedelta(0)
+
+        @property
+        def run(self) -> Any:
+            async def run() -> None:
+                started.set()
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    cancelled.set()
+                    raise
+
+            return run
+
+    runner = runner_on(writer, clocks, name="stopping", periodic=[EndlessJob()], stop_grace=0.01)
+    stop = asyncio.Event()
+    running = asyncio.create_task(runner.run(stop))
+    await asyncio.wait_for(started.wait(), timeout=10)
+
+    stop.set()
+    await asyncio.wait_for(running, timeout=10)
+    timer = await pending(writer, "periodic:endless")
+    [(claimed_by,)] = await writer.database.read(
+        "SELECT claimed_by FROM timers WHERE key = ?", "periodic:endless"
+    )
+
+    assert cancelled.is_set()
+    assert timer is not None and timer.run_at == T0  # still due: the next process runs it
+    assert claimed_by is None

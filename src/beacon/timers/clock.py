@@ -172,12 +172,19 @@ class ManualClock:
             listener(value)
 
     async def _keep_fresh(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(self._refresh_every)  # real time: a poll, not business time
             try:
                 await self.refresh()
             except Exception:  # the database is away: keep the last time known, try again
-                log.warning("manual_clock_refresh_failed", exc_info=True)
+                if not failing:  # once per outage, not four times a second
+                    log.warning("manual_clock_refresh_failed", exc_info=True)
+                failing = True
+            else:
+                if failing:
+                    log.info("manual_clock_refreshed_again", now=self.now().isoformat())
+                failing = False
 
 
 def clock_of(settings: Settings) -> Clock:
