@@ -21,6 +21,7 @@ from beacon.events import routes as events_routes
 from beacon.identity import routes as profile_routes
 from beacon.ingest import admin_routes as dead_letter_routes
 from beacon.ingest.asgi import IngestASGI, is_ingest_path
+from beacon.journeys import routes as journeys_routes
 from beacon.ops import home
 from beacon.ops import routes as ops_routes
 from beacon.ops.json_guard import JsonGuardMiddleware
@@ -120,6 +121,7 @@ def create_app(
     app.include_router(timers_routes.router)
     app.include_router(consumer_routes.router)
     app.include_router(segments_routes.router)
+    app.include_router(journeys_routes.router)
 
     app.add_middleware(JsonGuardMiddleware)
     app.add_middleware(

@@ -33,6 +33,8 @@ from beacon.identity import worker as last_seen
 from beacon.identity.sections import ProfileSections
 from beacon.ingest.pipeline import IngestEdge
 from beacon.ingest.store import IngestStore
+from beacon.journeys import routes as journey_routes
+from beacon.journeys import worker as journeys
 from beacon.platform import Platform
 from beacon.segments import routes as segment_routes
 from beacon.segments import worker as segments
@@ -58,6 +60,7 @@ DOMAINS: tuple[Register, ...] = (
     last_seen.register,
     retention.register,
     segments.register,
+    journeys.register,
 )
 
 log = structlog.get_logger()
@@ -144,6 +147,7 @@ class Runtime:
         # What other domains show on a profile (`GET /api/profiles/{id}`), below which they sit.
         self.profile_sections = ProfileSections()
         segment_routes.add_profile_sections(self.profile_sections, self.platform)
+        journey_routes.add_profile_sections(self.profile_sections, self.platform)
         for register in (*DOMAINS, *load_plugins(self.settings.plugins)):
             register(self.registry, self.platform)
         unknown = sorted(set(self.consumer_names) - set(self.registry.consumers))

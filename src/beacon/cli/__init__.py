@@ -1,5 +1,5 @@
 """The `beacon` command line: serve, migrate, worker, sources, event types, retention, import,
-profiles, consumers.
+profiles, consumers, journeys.
 
 Every command is registered here; each lives in the module of its group. Commands import heavy
 modules when they run, so `beacon --help` and every other command start fast.
@@ -15,6 +15,7 @@ from typer.exceptions import TyperException
 
 from beacon.cli.consumers import consumers_app
 from beacon.cli.event_types import event_types_app
+from beacon.cli.journeys import journeys_app
 from beacon.cli.profiles import profiles_app
 from beacon.cli.retention import retention_app
 from beacon.cli.running import CliError
@@ -28,6 +29,7 @@ app.add_typer(event_types_app, name="event-types")
 app.add_typer(retention_app, name="retention")
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(consumers_app, name="consumers")
+app.add_typer(journeys_app, name="journeys")
 app.command("import")(import_events)
 app.command()(migrate)
 app.command()(serve)

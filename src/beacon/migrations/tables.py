@@ -7,6 +7,7 @@ def import_all_models() -> None:
     import beacon.events.models
     import beacon.identity.models
     import beacon.ingest.models
+    import beacon.journeys.models
     import beacon.segments.models
     import beacon.sources.models
     import beacon.timers.models

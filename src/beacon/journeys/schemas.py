@@ -1,0 +1,20 @@
+"""The journeys API's request bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class SimulateIn(BaseModel):
+    """A dry run: the journey document, and how far back to replay (a duration: `30d`)."""
+
+    document: Any
+    since: str = Field(default="30d", examples=["30d", "12h"])
+    until: datetime | None = None
+
+
+class CancelIn(BaseModel):
+    reason: str = Field(default="cancelled by an operator", max_length=500)
