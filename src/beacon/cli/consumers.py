@@ -26,10 +26,11 @@ consumers_app = typer.Typer(
 @asynccontextmanager
 async def platform_of(settings: Settings) -> AsyncIterator[Runtime]:
     """Every registered consumer (plugins too) with a started write path, and no more."""
-    from beacon.core.clock import SystemClock
     from beacon.runtime import Runtime
+    from beacon.timers.clock import clock_of
 
-    runtime = Runtime(settings=settings, clock=SystemClock(), role="command")
+    # The deployment's clock: a replayed handler stamps its effects with its time.
+    runtime = Runtime(settings=settings, clock=clock_of(settings), role="command")
     await runtime.start()
     try:
         yield runtime
