@@ -216,17 +216,24 @@ async def delete_segment(name: str, writer: WriterDep) -> None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"segment {name!r} not found")
 
 
+CURSOR_MARK = "members:"
+
+
 def _cursor(profile_id: str) -> str:
-    return base64.urlsafe_b64encode(profile_id.encode()).decode().rstrip("=")
+    return base64.urlsafe_b64encode((CURSOR_MARK + profile_id).encode()).decode().rstrip("=")
 
 
 def _after(cursor: str | None) -> str:
     if cursor is None:
         return ""
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
+        padded = (cursor + "=" * (-len(cursor) % 4)).encode()
+        text = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid cursor") from exc
+    if not text.startswith(CURSOR_MARK):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid cursor")
+    return text.removeprefix(CURSOR_MARK)
 
 
 @router.get("/segments/{name}/members", response_model=MemberPage, tags=["segments"])
