@@ -176,7 +176,7 @@ async def journey_messages(
     rows = await fetch(
         "SELECT id, idempotency_key, profile_id, channel, template, content, variables,"
         f" requested_at, status FROM delivery_requests WHERE {where}"
-        " ORDER BY requested_at, idempotency_key LIMIT ?",
+        " ORDER BY requested_at, id LIMIT ?",
         *args,
         min(limit, MAX_RUNS),
     )
