@@ -129,8 +129,9 @@ class SegmentsDriver:
         members = await self.members(name)
         return {user for user, profile in self.profiles.items() if profile in members}
 
-    async def settle(self) -> None:
-        """Wait until every stored event has been counted by the segments consumer."""
+    async def settle(self, *, built: bool = True) -> None:
+        """Wait until every stored event has been counted by the segments consumer (and, with
+        `built`, every definition built)."""
         assert self.read is not None, "settle reads the database"
         read = self.read
 
@@ -140,7 +141,8 @@ class SegmentsDriver:
             [(left,)] = await read(UNCOUNTED, since)
             return int(left) == 0
 
-        await self.wait_built()
+        if built:
+            await self.wait_built()
         await wait_until(counted, what="the segments consumer to count every event")
 
     async def advance(self, **by: Any) -> dict[str, Any]:
