@@ -51,6 +51,13 @@ TABLES = (
     "attribute_states",
     "segment_members",
     "segment_history",
+    "delivery_requests",
+    "journeys",
+    "journey_versions",
+    "journey_runs",
+    "journey_run_path",
+    "journey_conversions",
+    "journey_sends",
 )
 
 

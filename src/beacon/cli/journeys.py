@@ -163,6 +163,9 @@ def journeys_archive(name: str) -> None:
 def journeys_simulate(
     file: Annotated[Path, typer.Argument(help="A YAML or JSON journey document.")],
     since: Annotated[str, typer.Option(help="How far back to replay: 30d, 12h, ...")] = "30d",
+    include_imported: Annotated[
+        bool, typer.Option(help="Replay imported history as if it had been live.")
+    ] = False,
 ) -> None:
     """Replay stored history through a journey: who would have entered, each message and when,
     exits and conversions, as JSON. Nothing is sent and nothing is written."""
@@ -184,7 +187,9 @@ def journeys_simulate(
         except InvalidJourney as exc:
             raise CliError(f"{file}: {exc}") from exc
         until = clock.now()
-        report = await simulate(fetch, journey, since=until - span, until=until)
+        report = await simulate(
+            fetch, journey, since=until - span, until=until, include_imported=include_imported
+        )
         return report.as_json()
 
     print(json.dumps(run_async(lambda s: with_reads(s, run)), indent=2))  # noqa: T201

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from beacon.storage.transaction import Tx
 
 DEMO_SOURCE_ID = "demo"
+DEMO_JOURNEY = "welcome-purchase-reminder"
 
 sources_app = typer.Typer(help="Manage sources (where events come from).", no_args_is_help=True)
 
@@ -87,16 +88,27 @@ def sources_list() -> None:
 
 
 def demo() -> None:
-    """Create the demo source if it is missing; print its write key and ready snippets that send
-    it an event: curl, the Python SDK, Segment's and Amplitude's libraries."""
+    """Create the demo source and the example journey if they are missing; print the source's
+    write key and ready snippets that send it an event: curl, the Python SDK, Segment's and
+    Amplitude's libraries."""
+    from pathlib import Path
+
+    from beacon import journeys
+    from beacon.cli.journeys import read_documents
+    from beacon.journeys.service import apply_journey
     from beacon.sources import service
     from beacon.sources.schemas import SourceCreate
+
+    [journey] = read_documents(Path(journeys.__file__).parent / "examples" / f"{DEMO_JOURNEY}.yaml")
 
     async def ensure(settings: Settings) -> Any:
         async def create_if_missing(tx: Tx) -> None:
             if not await tx.sql.fetch("SELECT 1 FROM sources WHERE id = ?", DEMO_SOURCE_ID):
                 data = SourceCreate(id=DEMO_SOURCE_ID, name="Demo website")
                 await service.create_source(tx, data=data)
+            # Once: an operator's later versions of it are theirs to keep.
+            if not await tx.sql.fetch("SELECT 1 FROM journeys WHERE name = ?", DEMO_JOURNEY):
+                await apply_journey(tx, document=journey)
 
         await with_writer(settings, create_if_missing)
         return await with_session(
@@ -111,6 +123,11 @@ def demo() -> None:
         highlight=False,
     )
     console.print(f"send events to {url}; the API's docs are at {url}/docs", highlight=False)
+    console.print(
+        f"journey {DEMO_JOURNEY}: a welcome email on SIGNUP, a reminder a day later unless a"
+        " PURCHASE came (README: Journeys, watching the demo journey)",
+        highlight=False,
+    )
     for title, code in demo_snippets(source.id, source.write_key, url):
         console.print(f"\n[bold]{escape(title)}[/bold]", highlight=False)
         # Plain print: the code is meant to be copied as is, without Rich's markup or emoji.

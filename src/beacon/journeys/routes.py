@@ -83,7 +83,9 @@ async def simulate_journey(body: SimulateIn, writer: WriterDep, clock: ClockDep)
             [{**p.as_json(), "loc": ["document", *p.loc]} for p in exc.problems],
         ) from exc
     until = clock.now() if body.until is None else to_utc(body.until)
-    report = await simulate(read, journey, since=until - span, until=until)
+    report = await simulate(
+        read, journey, since=until - span, until=until, include_imported=body.include_imported
+    )
     return report.as_json()
 
 

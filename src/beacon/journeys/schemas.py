@@ -14,6 +14,7 @@ class SimulateIn(BaseModel):
     document: Any
     since: str = Field(default="30d", examples=["30d", "12h"])
     until: datetime | None = None
+    include_imported: bool = False  # replay imported history as if it had been live
 
 
 class CancelIn(BaseModel):

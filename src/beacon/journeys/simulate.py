@@ -5,8 +5,9 @@ the same `Pipeline` the worker runs, over a `MemoryLedger`: runs, timers and sen
 memory, timers fire (on the simulated clock, at their due time) before any later event, and the
 effects are recorded, not applied. Nothing is sent and nothing is written. Profiles are read as
 they are now (traits, consents, segments), counts of earlier events from the stored history.
-Imported history is replayed as if it had been live (the question is what the journey would
-have done). Events the journey's own steps would emit are reported, not replayed.
+Imported history acts as it does live (it starts nothing, moves no run) unless
+`include_imported` asks to replay it as if it had been live. Events the journey's own steps
+would emit are reported, not replayed.
 """
 
 from __future__ import annotations
@@ -198,14 +199,17 @@ class MemoryLedger:
         return None
 
 
-async def history(fetch: Fetch, since: datetime, until: datetime) -> AsyncIterator[EventSnapshot]:
-    """The events stored between `since` and `until`, oldest first, a page at a time."""
+async def history(
+    fetch: Fetch, since: datetime, until: datetime, *, include_imported: bool = False
+) -> AsyncIterator[EventSnapshot]:
+    """The events stored between `since` and `until`, oldest first, a page at a time
+    (imported ones marked so, unless `include_imported` takes them as live)."""
     after: tuple[datetime, str] | None = None
     while True:
         keyset = "" if after is None else " AND (occurred_at > ? OR (occurred_at = ? AND id > ?))"
         more: list[Any] = [] if after is None else [after[0], after[0], after[1]]
         rows = await fetch(
-            "SELECT id, type, profile_id, occurred_at, properties FROM events"
+            "SELECT id, type, profile_id, occurred_at, properties, imported FROM events"
             f" WHERE occurred_at >= ? AND occurred_at <= ?{keyset}"
             " ORDER BY occurred_at, id LIMIT ?",
             since,
@@ -213,7 +217,7 @@ async def history(fetch: Fetch, since: datetime, until: datetime) -> AsyncIterat
             *more,
             PAGE,
         )
-        for event_id, kind, profile_id, occurred, properties in rows:
+        for event_id, kind, profile_id, occurred, properties, imported in rows:
             moment = stored_time(occurred)
             props = jsonio.loads(properties) if isinstance(properties, str | bytes) else properties
             yield EventSnapshot(
@@ -222,13 +226,21 @@ async def history(fetch: Fetch, since: datetime, until: datetime) -> AsyncIterat
                 moment,
                 props or {},
                 None if profile_id is None else str(profile_id),
+                imported=bool(imported) and not include_imported,
             )
             after = (moment, str(event_id))
         if len(rows) < PAGE:
             return
 
 
-async def simulate(fetch: Fetch, journey: Journey, *, since: datetime, until: datetime) -> Report:
+async def simulate(
+    fetch: Fetch,
+    journey: Journey,
+    *,
+    since: datetime,
+    until: datetime,
+    include_imported: bool = False,
+) -> Report:
     """Replay the history between `since` and `until` through `journey` (see the module doc)."""
     report = Report(journey.name, since, until)
     ledger = MemoryLedger(fetch, report)
@@ -250,7 +262,7 @@ async def simulate(fetch: Fetch, journey: Journey, *, since: datetime, until: da
             else:
                 await pipeline.on_schedule(payload, run_at, run_at)
 
-    async for event in history(fetch, since, until):
+    async for event in history(fetch, since, until, include_imported=include_imported):
         await fire_until(event.occurred_at)
         ledger.now = event.occurred_at
         report.events += 1
