@@ -162,9 +162,9 @@ async def test_bad_requests_are_answered_4xx_in_json(client: httpx.AsyncClient) 
     assert missing.status_code == 404
     assert missing.json() == {"detail": "dead letter 'nope' not found"}
     assert stranger.status_code == 404
-    assert stranger.json() == {
-        "detail": "unknown consumer 'nobody'; known: profiles-last-seen, segments, test-poison"
-    }
+    named = stranger.json()["detail"]
+    assert named.startswith("unknown consumer 'nobody'; known: ")
+    assert {"profiles-last-seen", "test-poison"} <= set(named.split("known: ")[1].split(", "))
     assert too_many.status_code == 422
     assert too_many.json()["detail"][0]["loc"] == ["query", "limit"]
     assert anonymous.status_code == 401
