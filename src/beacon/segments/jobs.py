@@ -84,11 +84,7 @@ class Recomputer:
     ) -> bool:
         """Build a claimed segment version and flip it; False if the run lost it meanwhile."""
         try:
-            if self.writer.database.dialect == "postgresql" and sql_build.supports(build.rule):
-                await sql_build.build(
-                    self.writer, build, keep_days=self.keep_days, progress=progress
-                )
-            else:
+            if not await self._build_by_sql(build, progress):
                 await self._build_batches(build, progress)
             flipped = await self._run(lambda tx: recompute.flip(tx, build))
         except recompute.LeaseLost:
@@ -98,6 +94,21 @@ class Recomputer:
             log.info("segment_recomputed", segment=build.name, version=build.version)
             await self.record_changes()
         return flipped
+
+    async def _build_by_sql(
+        self, build: recompute.SegmentBuild, progress: recompute.Progress | None
+    ) -> bool:
+        """Build by SQL where it can (PostgreSQL); False leaves it to the Python path."""
+        if self.writer.database.dialect != "postgresql" or not sql_build.supports(build.rule):
+            return False
+        try:
+            await sql_build.build(self.writer, build, keep_days=self.keep_days, progress=progress)
+        except recompute.LeaseLost:
+            raise
+        except Exception:  # the Python path is the reference: it builds what SQL could not
+            log.exception("segment_sql_build_failed", segment=build.name, version=build.version)
+            return False
+        return True
 
     async def _build_batches(
         self, build: recompute.SegmentBuild, progress: recompute.Progress | None
