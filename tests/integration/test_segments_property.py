@@ -30,7 +30,7 @@ from tests.conftest import make_settings, new_postgres_database
 from tests.integration.conftest import ADMIN
 from tests.segments_driver import SegmentsDriver, wait_until
 
-ATTRIBUTES = [
+ATTRIBUTES: list[dict[str, Any]] = [
     {
         "name": "spent30",
         "kind": "sum",
