@@ -1,45 +1,39 @@
 """The worker's `Ledger`: runs, their paths and effects in the database, inside one `Tx`.
 
-Every effect is applied in the transaction that stores the run's new state, so they commit
-together or not at all: a delivery request through messaging's `request_delivery` (with the
-effect's idempotency key; a journey's webhook step is a request on the `webhook` channel whose
-content holds url, method, headers and body), trait updates through identity's `edit_traits`,
-emitted events as system events of the profile (`lifecycle.record`, their id derived from the
-idempotency key), timers through `timers.store`, conversions and sends (what caps count) in the
-journeys' own tables. On PostgreSQL a run is read `FOR UPDATE`: a timer firing in one process
-and an event in another never both move the same run from the same state.
+Every effect is applied in the transaction that stores the run's new state (`applying`), so
+they commit together or not at all. A batch's reads are gathered (`preload`: its people, their
+earlier runs, the runs its timers name) and the runs it changed are written together by
+`flush`, which the caller runs before the transaction ends: until then the ledger answers from
+what it holds, so a run saved by one event of a batch is the run the next event sees. On
+PostgreSQL runs are read `FOR UPDATE`: a timer firing in one process and an event in another
+never both move the same run from the same state.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from beacon import lifecycle
 from beacon.core import jsonio
-from beacon.core.sql import in_list
-from beacon.deliveries.requests import DeliveryRequest, request_delivery
-from beacon.identity.actions import edit_traits
-from beacon.identity.traits import TraitOp
+from beacon.core.sql import chunks, in_list
 from beacon.journeys import effects as fx
+from beacon.journeys.applying import Send, apply_effect, deliver, webhook_content
 from beacon.journeys.definition import Journey
 from beacon.journeys.effects import Effect
 from beacon.journeys.entry import PriorRun
-from beacon.journeys.process import RUN_TIMER, date_key, inactivity_key, match_text
+from beacon.journeys.process import match_text
 from beacon.journeys.profiles import ProfileView, SentMessage
 from beacon.journeys.runs import Run
 from beacon.journeys.stimuli import EventSnapshot
-from beacon.journeys.views import SegmentReads, count_occurrences, read_profile
+from beacon.journeys.views import Person, SegmentReads, count_occurrences, read_people, view_of
 from beacon.segments.attributes import AttributeDefinition
 from beacon.storage.transaction import Tx
 from beacon.timers import store as timers
 from beacon.timers.store import stored_time
 
 LIVE = ("pending", "active")
-_EMITTED = uuid.UUID("0b7e3c1a-5d2f-4e8b-9a61-c4f2d8e7b903")
 
 INSERT_RUN = (
     "INSERT INTO journey_runs (id, journey, version, profile_id, key, status, step,"
@@ -54,6 +48,10 @@ UPSERT_PATH = (
     "INSERT INTO journey_run_path (run_id, seq, profile_id, step, entered_at, left_at, why)"
     " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, seq) DO UPDATE SET"
     " left_at = excluded.left_at, why = excluded.why"
+)
+INSERT_SEND = (
+    "INSERT INTO journey_sends (idempotency_key, profile_id, channel, journey, sent_at)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING"
 )
 
 
@@ -79,72 +77,79 @@ def waiting_columns(run: Run) -> tuple[str | None, str | None]:
     return waiting.event_type, match_text(waiting.match)
 
 
-async def insert_run(tx: Tx, run: Run) -> None:
-    event_type, match = waiting_columns(run)
-    await tx.sql.execute(
-        INSERT_RUN,
-        run.id,
-        run.journey,
-        run.version,
-        run.profile_id,
-        run.key,
-        run.status,
-        run.step,
-        event_type,
-        match,
-        jsonio.dumps_text(run.as_json()),
-        run.started_at,
-        tx.now,
-        run.ended_at,
-    )
-
-
-async def update_run(tx: Tx, run: Run) -> None:
-    event_type, match = waiting_columns(run)
-    await tx.sql.execute(
-        UPDATE_RUN,
-        run.status,
-        run.step,
-        event_type,
-        match,
-        jsonio.dumps_text(run.as_json()),
-        tx.now,
-        run.ended_at,
-        run.id,
-    )
-
-
-async def write_path(tx: Tx, before: Run | None, after: Run) -> None:
-    """Store the steps of `after`'s history that are new or changed since `before`."""
+def path_rows(before: Run | None, after: Run) -> list[tuple[Any, ...]]:
+    """The steps of `after`'s history that are new or changed since `before`."""
     first = 0 if before is None else before.dropped + max(len(before.history) - 1, 0)
     rows = []
     for index, entry in enumerate(after.history):
         seq = after.dropped + index
         if seq >= first:
-            left = entry.left_at
-            rows.append(
-                (after.id, seq, after.profile_id, entry.step, entry.entered_at, left, entry.why)
-            )
-    if rows:
-        await tx.sql.executemany(UPSERT_PATH, rows)
+            step, entered, left, why = entry.step, entry.entered_at, entry.left_at, entry.why
+            rows.append((after.id, seq, after.profile_id, step, entered, left, why))
+    return rows
 
 
 class SqlLedger:
-    """The pipeline's ledger over the database in the transaction `tx`."""
+    """The pipeline's ledger over the database in the transaction `tx` (call `flush`)."""
 
     def __init__(self, tx: Tx) -> None:
         self.tx = tx
         self.lock = " FOR UPDATE" if tx.dialect == "postgresql" else ""
-        self.profiles: dict[tuple[str, str, int], ProfileView | None] = {}
+        self.people: dict[str, Person | None] = {}
+        self.views: dict[tuple[str, int], ProfileView | None] = {}
+        self.prior: dict[tuple[str, str], list[PriorRun]] = {}
+        self.runs: dict[str, Run] = {}  # the newest state of every run read or saved
+        self.stored: set[str] = set()  # of those, the ones the database has a row of
+        self.dirty: dict[str, None] = {}  # runs to write, in the order they changed
+        self.paths: list[tuple[Any, ...]] = []
+        self.sends: list[Send] = []
+
+    async def preload(self, profile_ids: Iterable[str], journeys: Sequence[str]) -> None:
+        """Read the people of a batch, and their runs of `journeys`, in a few queries."""
+        wanted = sorted({p for p in profile_ids if p not in self.people})
+        found = await read_people(self.tx.sql.fetch, wanted)
+        self.people.update({p: found.get(p) for p in wanted})
+        if not wanted or not journeys:
+            return
+        for chunk in chunks(wanted):
+            rows = await self.tx.sql.fetch(
+                "SELECT profile_id, journey, id, key, status, started_at FROM journey_runs"
+                f" WHERE profile_id IN ({in_list(len(chunk))})"
+                f" AND journey IN ({in_list(len(journeys))})",
+                *chunk,
+                *journeys,
+            )
+            for profile_id in chunk:
+                for journey in journeys:
+                    self.prior.setdefault((profile_id, journey), [])
+            for profile_id, journey, run_id, key, status, started in rows:
+                summary = RunSummary(str(run_id), key, str(status), stored_time(started))
+                self.prior.setdefault((str(profile_id), str(journey)), []).append(summary)
+
+    async def preload_runs(self, run_ids: Iterable[str]) -> None:
+        """Read the runs a batch of timers names, and their people."""
+        wanted = sorted({r for r in run_ids if r not in self.runs})
+        for chunk in chunks(wanted):
+            self._known(
+                await self.tx.sql.fetch(
+                    f"SELECT state FROM journey_runs WHERE id IN ({in_list(len(chunk))})"
+                    f" ORDER BY id{self.lock}",
+                    *chunk,
+                )
+            )
+        await self.preload((r.profile_id for r in self.runs.values()), ())
 
     async def prior_runs(self, profile_id: str, journey: str) -> Sequence[PriorRun]:
-        rows = await self.tx.sql.fetch(
-            "SELECT id, key, status, started_at FROM journey_runs"
-            " WHERE profile_id = ? AND journey = ?",
-            profile_id,
-            journey,
-        )
-        return [RunSummary(str(i), k, str(s), stored_time(t)) for i, k, s, t in rows]
+        key = (profile_id, journey)
+        if key not in self.prior:
+            rows = await self.tx.sql.fetch(
+                "SELECT id, key, status, started_at FROM journey_runs"
+                " WHERE profile_id = ? AND journey = ?",
+                profile_id,
+                journey,
+            )
+            self.prior[key] = [RunSummary(str(i), k, str(s), stored_time(t)) for i, k, s, t in rows]
+        return self.prior[key]
 
     async def active_runs(self, profile_id: str, journeys: Sequence[str]) -> list[Run]:
         rows = await self.tx.sql.fetch(
@@ -154,7 +159,13 @@ class SqlLedger:
             profile_id,
             *journeys,
         )
-        return [run_of(row[0]) for row in rows]
+        self._known(rows)
+        found = [
+            run
+            for run in self.runs.values()
+            if run.profile_id == profile_id and run.journey in journeys and run.status in LIVE
+        ]
+        return sorted(found, key=lambda run: (run.started_at, run.id))
 
     async def waiting_runs(self, event_type: str, match: str) -> list[Run]:
         rows = await self.tx.sql.fetch(
@@ -163,21 +174,38 @@ class SqlLedger:
             event_type,
             match,
         )
-        return [run_of(row[0]) for row in rows]
+        self._known(rows)
+        found = [r for r in self.runs.values() if waiting_columns(r) == (event_type, match)]
+        return sorted(found, key=lambda run: (run.started_at, run.id))
 
     async def run(self, run_id: str) -> Run | None:
-        rows = await self.tx.sql.fetch(
-            f"SELECT state FROM journey_runs WHERE id = ?{self.lock}", run_id
-        )
-        return run_of(rows[0][0]) if rows else None
+        if run_id not in self.runs:
+            self._known(
+                await self.tx.sql.fetch(
+                    f"SELECT state FROM journey_runs WHERE id = ?{self.lock}", run_id
+                )
+            )
+        return self.runs.get(run_id)
+
+    def _known(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Remember runs read from the database (a state saved since stays the newer)."""
+        for (state,) in rows:
+            run = run_of(state)
+            self.stored.add(run.id)
+            self.runs.setdefault(run.id, run)
 
     async def profile(self, profile_id: str, journey: Journey) -> ProfileView | None:
-        # Read once per journey version and transaction; a trait update of this transaction
-        # forgets them (`_forget_profile`).
-        key = (profile_id, journey.name, id(journey))
-        if key not in self.profiles:
-            self.profiles[key] = await read_profile(self.tx.sql.fetch, profile_id, journey)
-        return self.profiles[key]
+        key = (profile_id, id(journey))
+        if key not in self.views:
+            if profile_id not in self.people:
+                await self.preload([profile_id], ())
+            person = self.people[profile_id]
+            self.views[key] = (
+                None
+                if person is None
+                else await view_of(self.tx.sql.fetch, profile_id, person, journey)
+            )
+        return self.views[key]
 
     async def sent(self, profile_id: str, since: datetime) -> list[SentMessage]:
         rows = await self.tx.sql.fetch(
@@ -186,7 +214,9 @@ class SqlLedger:
             profile_id,
             since,
         )
-        return [SentMessage(str(c), stored_time(at), str(j)) for c, at, j in rows]
+        found = [SentMessage(str(c), stored_time(at), str(j)) for c, at, j in rows]
+        pending = [s for s in self.sends if s.profile_id == profile_id and s.sent_at > since]
+        return found + [SentMessage(s.channel, s.sent_at, s.journey) for s in pending]
 
     async def occurrence(self, counted: AttributeDefinition, event: EventSnapshot) -> int:
         return await count_occurrences(self.tx.sql.fetch, counted, event)
@@ -194,99 +224,63 @@ class SqlLedger:
     async def save(
         self, journey: Journey, before: Run | None, after: Run, effects: Sequence[Effect]
     ) -> None:
-        if before is None:
-            await insert_run(self.tx, after)
-        else:
-            await update_run(self.tx, after)
-        await write_path(self.tx, before, after)
+        if before is None and (after.profile_id, after.journey) in self.prior:
+            summary = RunSummary(after.id, after.key, after.status, after.started_at)
+            self.prior[(after.profile_id, after.journey)].append(summary)
+        self.runs[after.id] = after
+        self.dirty.pop(after.id, None)
+        self.dirty[after.id] = None
+        self.paths += path_rows(before, after)
         for effect in effects:
-            await self.apply(effect)
+            if isinstance(effect, fx.CallWebhook):
+                content = webhook_content(effect)
+                send = await deliver(
+                    self.tx, after.profile_id, "webhook", effect.idempotency_key, after.journey,
+                    None, content, {},
+                )  # fmt: skip
+            else:
+                send = await apply_effect(self.tx, effect, journey=after.journey)
+            if send is not None:
+                self.sends.append(send)
+            if isinstance(effect, fx.UpdateTraits):  # read the person again
+                self.people.pop(effect.profile_id, None)
+                self.views = {k: v for k, v in self.views.items() if k[0] != effect.profile_id}
 
-    async def apply(self, effect: Effect) -> None:
-        """Apply one effect in the transaction (see the module docstring)."""
-        tx = self.tx
-        if isinstance(effect, fx.RequestDelivery):
-            await self._deliver(
-                effect.profile_id,
-                effect.channel,
-                effect.idempotency_key,
-                effect.journey,
-                effect.template,
-                None if effect.content is None else dict(effect.content),
-                dict(effect.variables),
-            )
-        elif isinstance(effect, fx.CallWebhook):
-            run = await self.run(effect.run_id)
-            assert run is not None, "a webhook is called by a stored run"
-            content = {
-                "url": effect.url,
-                "method": effect.method,
-                "headers": dict(effect.headers),
-                "body": jsonio.dumps_text(effect.body),
-            }
-            await self._deliver(
-                run.profile_id, "webhook", effect.idempotency_key, run.journey, None, content, {}
-            )
-        elif isinstance(effect, fx.UpdateTraits):
-            ops = [TraitOp("set", name, value) for name, value in effect.set.items()]
-            ops += [TraitOp("increment", name, value) for name, value in effect.increment.items()]
-            ops += [TraitOp("unset", name) for name in effect.unset]
-            await edit_traits(tx, profile_id=effect.profile_id, ops=ops)
-            self.profiles = {k: v for k, v in self.profiles.items() if k[0] != effect.profile_id}
-        elif isinstance(effect, fx.EmitEvent):
-            event_id = str(uuid.uuid5(_EMITTED, effect.idempotency_key))
-            emitted = lifecycle.SystemEvent(
-                effect.type, effect.profile_id, dict(effect.properties), tx.now, id=event_id
-            )
-            await lifecycle.record(tx, [emitted])
-        elif isinstance(effect, fx.ScheduleTimer):
-            payload = {"run": effect.run_id}
-            await timers.schedule(
-                tx, key=effect.key, kind=RUN_TIMER, run_at=effect.run_at, payload=payload
-            )
-        elif isinstance(effect, fx.CancelTimer):
-            await timers.cancel(tx, key=effect.key)
-        elif isinstance(effect, fx.RecordConversion):
-            await tx.sql.execute(
-                "INSERT INTO journey_conversions (run_id, journey, profile_id, event_id,"
-                " converted_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
-                effect.run_id,
-                effect.journey,
-                effect.profile_id,
-                effect.event_id,
-                effect.converted_at,
-            )
-        # SendSkipped and RunEnded: the run's state and path already say so.
-
-    async def _deliver(
-        self,
-        profile_id: str,
-        channel: str,
-        key: str,
-        journey: str,
-        template: str | None,
-        content: dict[str, Any] | None,
-        variables: dict[str, Any],
-    ) -> None:
-        request = DeliveryRequest(
-            profile_id=profile_id,
-            channel=channel,
-            idempotency_key=key,
-            requested_by=f"journey:{journey}",
-            template=template,
-            content=content,
-            variables=variables,
-        )
-        if await request_delivery(self.tx, request) is not None:
-            await self.tx.sql.execute(
-                "INSERT INTO journey_sends (idempotency_key, profile_id, channel, journey, sent_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
-                key,
-                profile_id,
-                channel,
-                journey,
-                self.tx.now,
-            )
+    async def flush(self) -> None:
+        """Write the runs, path steps and sends saved since the last flush."""
+        tx, now = self.tx, self.tx.now
+        changed = [self.runs[run_id] for run_id in self.dirty]
+        new = [run for run in changed if run.id not in self.stored]
+        old = [run for run in changed if run.id in self.stored]
+        if new:
+            await tx.sql.executemany(
+                INSERT_RUN,
+                [
+                    (run.id, run.journey, run.version, run.profile_id, run.key, run.status,
+                     run.step, *waiting_columns(run), jsonio.dumps_text(run.as_json()),
+                     run.started_at, now, run.ended_at)
+                    for run in new
+                ],
+            )  # fmt: skip
+        if old:
+            await tx.sql.executemany(
+                UPDATE_RUN,
+                [
+                    (run.status, run.step, *waiting_columns(run),
+                     jsonio.dumps_text(run.as_json()), now, run.ended_at, run.id)
+                    for run in old
+                ],
+            )  # fmt: skip
+        if self.paths:
+            await tx.sql.executemany(UPSERT_PATH, self.paths)
+        if self.sends:
+            rows = [
+                (s.idempotency_key, s.profile_id, s.channel, s.journey, s.sent_at)
+                for s in self.sends
+            ]
+            await tx.sql.executemany(INSERT_SEND, rows)
+        self.stored.update(run.id for run in new)
+        self.dirty, self.paths, self.sends = {}, [], []
 
     async def timer_at(self, key: str) -> datetime | None:
         found = await timers.pending_timer(self.tx.sql.fetch, key=key)
@@ -303,24 +297,3 @@ class SqlLedger:
 
     async def segment_members(self, segment: str, after: str, limit: int) -> list[str]:
         return await SegmentReads(self.tx.sql.fetch).members(segment, after, limit)
-
-
-async def forget_profiles(tx: Tx, profile_ids: Sequence[str]) -> int:
-    """Erase the people's runs, paths, conversions and sends, and cancel their timers; return
-    how many runs went."""
-    if not profile_ids:
-        return 0
-    marks = in_list(len(profile_ids))
-    rows = await tx.sql.fetch(
-        f"SELECT state FROM journey_runs WHERE profile_id IN ({marks})", *profile_ids
-    )
-    for (state,) in rows:
-        run = run_of(state)
-        if run.waiting is not None:
-            await timers.cancel(tx, key=run.waiting.timer_key)
-    for table in ("journey_run_path", "journey_conversions", "journey_sends", "journey_runs"):
-        await tx.sql.execute(f"DELETE FROM {table} WHERE profile_id IN ({marks})", *profile_ids)
-    for profile_id in profile_ids:
-        for prefix in (inactivity_key("", profile_id), date_key("", profile_id)):
-            await tx.sql.execute("DELETE FROM timers WHERE key LIKE ?", f"{prefix}%")
-    return len(rows)

@@ -138,6 +138,7 @@ async def cancel_run(tx: Tx, *, run_id: str, reason: str = "cancelled") -> Run |
         return None
     pipeline = Pipeline(ledger, await VersionCache().catalog(tx.sql.fetch))
     await pipeline.cancel(run, reason, tx.now)
+    await ledger.flush()
     return await ledger.run(run_id)
 
 
@@ -151,6 +152,7 @@ async def _cancel_runs(tx: Tx, name: str, reason: str) -> None:
         run = await ledger.run(str(run_id))
         if run is not None:
             await pipeline.cancel(run, reason, tx.now)
+    await ledger.flush()
 
 
 async def _arm(tx: Tx, listed: Listed) -> None:
@@ -160,8 +162,11 @@ async def _arm(tx: Tx, listed: Listed) -> None:
     if listed.status != "active":
         await tx.sql.execute("DELETE FROM timers WHERE key = ?", schedule_key(listed.name))
         return
-    pipeline = Pipeline(SqlLedger(tx), await VersionCache().catalog(tx.sql.fetch))
-    await pipeline.arm_schedule(listed, after=tx.now)
+    ledger = SqlLedger(tx)
+    await Pipeline(ledger, await VersionCache().catalog(tx.sql.fetch)).arm_schedule(
+        listed, after=tx.now
+    )
+    await ledger.flush()
 
 
 def _json(value: Any) -> Any:

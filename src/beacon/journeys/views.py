@@ -9,10 +9,11 @@ when the journey uses them, through `SegmentReads`, the one place that knows the
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from beacon.core import jsonio
-from beacon.core.sql import in_list
+from beacon.core.sql import chunks, in_list
 from beacon.journeys.conditions import ProfileCondition
 from beacon.journeys.definition import Journey
 from beacon.journeys.profiles import ProfileView
@@ -80,22 +81,55 @@ class SegmentReads:
         return [str(row[0]) for row in rows]
 
 
-async def read_profile(fetch: Fetch, profile_id: str, journey: Journey) -> ProfileView | None:
-    """The profile as `journey` reads it now, or None if there is no such profile."""
-    rows = await fetch("SELECT traits, consents FROM profiles WHERE id = ?", profile_id)
-    if not rows:
-        return None
-    traits, consents = _json(rows[0][0]) or {}, _json(rows[0][1]) or {}
-    named = await fetch("SELECT kind, value FROM identities WHERE profile_id = ?", profile_id)
+@dataclass(frozen=True, slots=True)
+class Person:
+    """What identity keeps of a profile: traits, consents, identities."""
+
+    traits: dict[str, Any]
+    consents: dict[str, Any]
+    identities: dict[str, str]
+
+
+async def read_people(fetch: Fetch, profile_ids: Iterable[str]) -> dict[str, Person]:
+    """The people of those profiles (unknown ids are left out), in two queries."""
+    ids = sorted(set(profile_ids))
+    found: dict[str, Person] = {}
+    for chunk in chunks(ids):
+        marks = in_list(len(chunk))
+        rows = await fetch(
+            f"SELECT id, traits, consents FROM profiles WHERE id IN ({marks})", *chunk
+        )
+        for profile_id, traits, consents in rows:
+            found[str(profile_id)] = Person(_json(traits) or {}, _json(consents) or {}, {})
+        named = await fetch(
+            f"SELECT profile_id, kind, value FROM identities WHERE profile_id IN ({marks})"
+            " ORDER BY profile_id, kind, value",
+            *chunk,
+        )
+        for profile_id, kind, value in named:
+            person = found.get(str(profile_id))
+            if person is not None:
+                person.identities[str(kind)] = str(value)
+    return found
+
+
+async def view_of(fetch: Fetch, profile_id: str, person: Person, journey: Journey) -> ProfileView:
+    """The profile as `journey` reads it: the person, and what segments keep when it needs it."""
     segments = SegmentReads(fetch)
     return ProfileView(
         id=profile_id,
-        traits=traits,
-        consents=consents,
-        identities={str(kind): str(value) for kind, value in sorted(named)},
+        traits=person.traits,
+        consents=person.consents,
+        identities=person.identities,
         attributes=await segments.attribute_values(profile_id, journey.required_attributes()),
         segments=frozenset(await segments.memberships(profile_id, segments_read(journey))),
     )
+
+
+async def read_profile(fetch: Fetch, profile_id: str, journey: Journey) -> ProfileView | None:
+    """The profile as `journey` reads it now, or None if there is no such profile."""
+    person = (await read_people(fetch, [profile_id])).get(profile_id)
+    return None if person is None else await view_of(fetch, profile_id, person, journey)
 
 
 async def count_occurrences(

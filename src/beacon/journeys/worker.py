@@ -15,7 +15,8 @@ from datetime import datetime
 
 from beacon.bus.messages import EVENTS_TOPIC, Envelope, EventMessage
 from beacon.journeys.catalog import Catalog, VersionCache
-from beacon.journeys.ledger import SqlLedger, forget_profiles
+from beacon.journeys.erasure import forget_profiles
+from beacon.journeys.ledger import SqlLedger
 from beacon.journeys.process import (
     DATE_TIMER,
     INACTIVITY_TIMER,
@@ -28,7 +29,7 @@ from beacon.lifecycle import PROFILE_ERASED
 from beacon.platform import Platform
 from beacon.storage.transaction import Tx
 from beacon.timers.store import Timer
-from beacon.workers.idempotency import first_time
+from beacon.workers.idempotency import first_times
 from beacon.workers.registry import Consumer, Registry, TimerKind
 
 CONSUMER = "journeys"
@@ -67,16 +68,24 @@ async def handle_events(tx: Tx, cache: VersionCache, envelopes: Sequence[Envelop
     if not messages:
         return
     catalog = await cache.catalog(tx.sql.fetch)
-    pipeline = Pipeline(SqlLedger(tx), catalog)
+    messages = [m for m in messages if cares(catalog, m)]
+    if not messages:
+        return
+    new = await first_times(tx, consumer=CONSUMER, keys=[m.id for m in messages])
+    messages = [m for m in messages if m.id in new]
+    ledger = SqlLedger(tx)
+    starting = {listed.name for m in messages for listed in catalog.starting(m.type)}
+    await ledger.preload([m.profile_id for m in messages if m.profile_id], sorted(starting))
+    pipeline = Pipeline(ledger, catalog)
     for message in messages:
-        if not cares(catalog, message):
-            continue
-        if not await first_time(tx, consumer=CONSUMER, key=message.id):
-            continue
         if message.type == PROFILE_ERASED:
+            await ledger.flush()
             await forget_profiles(tx, [str(p) for p in message.properties.get("profile_ids", [])])
+            ledger = SqlLedger(tx)  # what it held of those people is gone
+            pipeline = Pipeline(ledger, catalog)
         else:
             await pipeline.on_event(snapshot(message), tx.now)
+    await ledger.flush()
 
 
 FireTimers = Callable[[Tx, Sequence[Timer]], Awaitable[None]]
@@ -86,7 +95,10 @@ def timer_handler(cache: VersionCache, kind: str) -> FireTimers:
     """The handler of one of the journeys' timer kinds."""
 
     async def fire(tx: Tx, due: Sequence[Timer]) -> None:
-        pipeline = Pipeline(SqlLedger(tx), await cache.catalog(tx.sql.fetch))
+        ledger = SqlLedger(tx)
+        pipeline = Pipeline(ledger, await cache.catalog(tx.sql.fetch))
+        if kind == RUN_TIMER:
+            await ledger.preload_runs(str(timer.payload["run"]) for timer in due)
         for timer in due:
             payload = timer.payload
             if kind == RUN_TIMER:
@@ -99,6 +111,7 @@ def timer_handler(cache: VersionCache, kind: str) -> FireTimers:
                 await pipeline.on_date(journey, profile, timer.run_at, tx.now)
             else:
                 await pipeline.on_schedule(payload, timer.run_at, tx.now)
+        await ledger.flush()
 
     return fire
 

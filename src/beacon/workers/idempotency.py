@@ -25,8 +25,10 @@ to be delivered again.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from beacon.core.sql import chunks
 from beacon.platform import Platform
 from beacon.storage.transaction import Tx
 from beacon.workers.registry import PeriodicJob, Registry
@@ -47,11 +49,30 @@ DELETE FROM processed_messages WHERE (consumer, key) IN (
 """
 
 
+def _stored(key: str) -> str:
+    if len(key) > MAX_KEY_LENGTH:
+        return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return key
+
+
 async def first_time(tx: Tx, *, consumer: str, key: str) -> bool:
     """Record that `consumer` has had the effect named `key`; False if it had it before."""
-    if len(key) > MAX_KEY_LENGTH:
-        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-    return await tx.sql.execute(INSERT_KEY, consumer, key, tx.now) == 1
+    return await tx.sql.execute(INSERT_KEY, consumer, _stored(key), tx.now) == 1
+
+
+async def first_times(tx: Tx, *, consumer: str, keys: Sequence[str]) -> set[str]:
+    """`first_time` for many keys at once (a statement per 500): return those that were new."""
+    stored = {_stored(key): key for key in keys}
+    new: set[str] = set()
+    for chunk in chunks(stored):
+        rows = await tx.sql.fetch(
+            "INSERT INTO processed_messages (consumer, key, processed_at) VALUES "
+            + ", ".join(["(?, ?, ?)"] * len(chunk))
+            + " ON CONFLICT (consumer, key) DO NOTHING RETURNING key",
+            *[value for key in chunk for value in (consumer, key, tx.now)],
+        )
+        new.update(stored[str(row[0])] for row in rows)
+    return new
 
 
 async def forget_old_keys(tx: Tx, *, before: datetime, limit: int = CLEANUP_BATCH) -> int:
