@@ -89,6 +89,17 @@ def path_rows(before: Run | None, after: Run) -> list[tuple[Any, ...]]:
     return rows
 
 
+def _inserted(run: Run, now: datetime) -> tuple[Any, ...]:
+    state = jsonio.dumps_text(run.as_json())
+    head = (run.id, run.journey, run.version, run.profile_id, run.key, run.status, run.step)
+    return (*head, *waiting_columns(run), state, run.started_at, now, run.ended_at)
+
+
+def _updated(run: Run, now: datetime) -> tuple[Any, ...]:
+    state = jsonio.dumps_text(run.as_json())
+    return (run.status, run.step, *waiting_columns(run), state, now, run.ended_at, run.id)
+
+
 class SqlLedger:
     """The pipeline's ledger over the database in the transaction `tx` (call `flush`)."""
 
@@ -234,10 +245,10 @@ class SqlLedger:
         for effect in effects:
             if isinstance(effect, fx.CallWebhook):
                 content = webhook_content(effect)
+                key = effect.idempotency_key
                 send = await deliver(
-                    self.tx, after.profile_id, "webhook", effect.idempotency_key, after.journey,
-                    None, content, {},
-                )  # fmt: skip
+                    self.tx, after.profile_id, "webhook", key, after.journey, None, content, {}
+                )
             else:
                 send = await apply_effect(self.tx, effect, journey=after.journey)
             if send is not None:
@@ -253,24 +264,9 @@ class SqlLedger:
         new = [run for run in changed if run.id not in self.stored]
         old = [run for run in changed if run.id in self.stored]
         if new:
-            await tx.sql.executemany(
-                INSERT_RUN,
-                [
-                    (run.id, run.journey, run.version, run.profile_id, run.key, run.status,
-                     run.step, *waiting_columns(run), jsonio.dumps_text(run.as_json()),
-                     run.started_at, now, run.ended_at)
-                    for run in new
-                ],
-            )  # fmt: skip
+            await tx.sql.executemany(INSERT_RUN, [_inserted(run, now) for run in new])
         if old:
-            await tx.sql.executemany(
-                UPDATE_RUN,
-                [
-                    (run.status, run.step, *waiting_columns(run),
-                     jsonio.dumps_text(run.as_json()), now, run.ended_at, run.id)
-                    for run in old
-                ],
-            )  # fmt: skip
+            await tx.sql.executemany(UPDATE_RUN, [_updated(run, now) for run in old])
         if self.paths:
             await tx.sql.executemany(UPSERT_PATH, self.paths)
         if self.sends:
