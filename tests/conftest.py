@@ -58,6 +58,16 @@ TABLES = (
     "journey_run_path",
     "journey_conversions",
     "journey_sends",
+    "message_templates",
+    "messages",
+    "message_instances",
+    "message_timeline",
+    "profile_contacts",
+    "suppressions",
+    "webhook_endpoints",
+    "webhook_items",
+    "webhook_messages",
+    "webhook_attempts",
 )
 
 

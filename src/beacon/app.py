@@ -16,6 +16,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from beacon import __version__
 from beacon.core.clock import Clock
 from beacon.core.ids import new_id
+from beacon.deliveries import routes as messaging_routes
+from beacon.deliveries import tracking_routes
+from beacon.deliveries.webhooks import routes as webhooks_routes
 from beacon.deps import refuse_nul
 from beacon.events import routes as events_routes
 from beacon.identity import routes as profile_routes
@@ -122,6 +125,9 @@ def create_app(
     app.include_router(consumer_routes.router)
     app.include_router(segments_routes.router)
     app.include_router(journeys_routes.router)
+    app.include_router(messaging_routes.router)
+    app.include_router(webhooks_routes.router)
+    app.include_router(tracking_routes.router)
 
     app.add_middleware(JsonGuardMiddleware)
     app.add_middleware(

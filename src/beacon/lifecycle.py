@@ -37,6 +37,34 @@ SEGMENT_ENTERED = "segment.entered"
 SEGMENT_EXITED = "segment.exited"
 """`{"segment_id", "segment", "imported"}`: the profile no longer satisfies the rule."""
 
+MESSAGE_DELIVERED = "message.delivered"
+"""The channel took the message (an SMTP relay, a provider; the capture channel kept it). Its
+properties are named as eSputnik's activity webhooks name them: `messageId`,
+`messageInstanceId`, `messageTag`, `contactId`, `email` (when known), `viewMessageLink`, and
+`channel`, `deliveryId`."""
+MESSAGE_UNDELIVERED = "message.undelivered"
+"""It failed for good, was given up after its last attempt, or bounced: the same properties
+with `statusDescription`, the reason."""
+MESSAGE_READ = "message.read"
+"""It was opened (its pixel loaded), once per message: the same properties."""
+MESSAGE_CLICKED = "message.clicked"
+"""A link in it was followed: the same properties with `clickEventLink`, the link."""
+MESSAGE_UNSUBSCRIBED = "message.unsubscribed"
+"""Its recipient unsubscribed through it (a page, one click): the same properties."""
+MESSAGE_SPAM = "message.spam"
+"""Its recipient reported it as spam: the same properties."""
+MESSAGE_EVENTS = (
+    MESSAGE_DELIVERED,
+    MESSAGE_UNDELIVERED,
+    MESSAGE_READ,
+    MESSAGE_CLICKED,
+    MESSAGE_UNSUBSCRIBED,
+    MESSAGE_SPAM,
+)
+WEBHOOK_ENDPOINT_DISABLED = "webhook.endpoint_disabled"
+"""`{"endpoint_id", "url", "reason"}`: Beacon stopped sending to a webhook endpoint (410 Gone,
+or failing for days); it belongs to no profile."""
+
 SYSTEM_CONTEXT = {"system": True}
 
 INSERT_EVENT = (
@@ -51,7 +79,7 @@ class SystemEvent:
     """One event Beacon records itself."""
 
     type: str
-    profile_id: str
+    profile_id: str | None  # None: about no one (a webhook endpoint disabled)
     properties: dict[str, Any]
     occurred_at: datetime
     imported: bool = False  # caused by imported history: automations must not start from it
@@ -125,6 +153,24 @@ def segment_changed(
     if event_id is None:
         return SystemEvent(kind, profile_id, properties, at, imported=imported)
     return SystemEvent(kind, profile_id, properties, at, imported=imported, id=event_id)
+
+
+def message_activity(
+    kind: str, profile_id: str, properties: dict[str, Any], at: datetime
+) -> SystemEvent:
+    """One of `MESSAGE_EVENTS` (`kind`) on the profile a message was sent to."""
+    if kind not in MESSAGE_EVENTS:
+        raise ValueError(f"{kind!r} is not a message event ({', '.join(MESSAGE_EVENTS)})")
+    return SystemEvent(kind, profile_id, properties, at)
+
+
+def endpoint_disabled(endpoint_id: str, url: str, reason: str, at: datetime) -> SystemEvent:
+    return SystemEvent(
+        WEBHOOK_ENDPOINT_DISABLED,
+        None,
+        {"endpoint_id": endpoint_id, "url": url, "reason": reason},
+        at,
+    )
 
 
 def profile_erased(profile_ids: Sequence[str], at: datetime) -> SystemEvent:

@@ -27,3 +27,4 @@ class Platform:
     writer: Writer
     bus: Bus
     metrics: Metrics
+    process_id: str  # this process's heartbeat id (`workers.heartbeats`), when it consumes

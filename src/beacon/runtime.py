@@ -27,6 +27,7 @@ from beacon.bus.outbox import OutboxRelay, delete_outbox_rows
 from beacon.core.clock import Clock, SystemClock
 from beacon.core.db import create_engine
 from beacon.core.metrics import Metrics
+from beacon.deliveries import worker as deliveries
 from beacon.events import retention
 from beacon.events.event_types import EventTypeCatalog
 from beacon.identity import worker as last_seen
@@ -46,7 +47,7 @@ from beacon.timers.clock import ManualClock, clock_of
 from beacon.timers.metrics import TimerMetrics
 from beacon.timers.runner import TimerRunner
 from beacon.workers import idempotency
-from beacon.workers.heartbeats import Heartbeat
+from beacon.workers.heartbeats import Heartbeat, worker_id
 from beacon.workers.registry import Consumer, PeriodicJob, Registry
 from beacon.workers.runner import Backoff, ConsumerRunner
 
@@ -61,6 +62,7 @@ DOMAINS: tuple[Register, ...] = (
     retention.register,
     segments.register,
     journeys.register,
+    deliveries.register,
 )
 
 log = structlog.get_logger()
@@ -134,6 +136,7 @@ class Runtime:
             prefix=self.settings.bus_prefix,
             memory_capacity=self.settings.bus_memory_capacity,
         )
+        self.process_id = worker_id()  # its heartbeat's id: others can tell whether it lives
         self.platform = Platform(
             settings=self.settings,
             clock=self.clock,
@@ -142,6 +145,7 @@ class Runtime:
             writer=self.writer,
             bus=self.bus,
             metrics=self.metrics,
+            process_id=self.process_id,
         )
         self.registry = Registry()
         # What other domains show on a profile (`GET /api/profiles/{id}`), below which they sit.
@@ -240,6 +244,7 @@ class Runtime:
             self.bus.subscribe(consumer.name, consumer.topic, runner)
         self._tasks.append(asyncio.create_task(self.bus.consume(self._stop), name="bus-consume"))
         heartbeat = Heartbeat(
+            id=self.process_id,
             writer=self.writer,
             clock=SystemClock(),  # wall time, even when the platform's clock is a test's
             role=self.role,

@@ -140,6 +140,65 @@ class Settings(BaseSettings):
         " periodic jobs and timer kinds of your own.",
     )
 
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$",
+        description="Where people's browsers and mail clients reach this Beacon: the base of the"
+        " links in messages (open pixel, clicks, view online, unsubscribe); default"
+        " http://HOST:PORT.",
+    )
+    link_secrets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Secrets (comma-separated, the signing one first, each at least 32"
+        " characters) of the links in messages; unset, one is derived from the admin token.",
+    )
+    delivery_channels: dict[str, str] = Field(
+        default_factory=dict,
+        description='Which channel sends each kind of message, as JSON ({"email": "email",'
+        ' "sms": "sms", "push": "web_push"}); a kind not named goes to "capture", which'
+        " sends nothing and keeps what would have gone out in the delivery log.",
+    )
+    channel_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description='Each channel\'s settings, as JSON ({"email": {"host": "smtp.example.com",'
+        ' "from_address": "shop@example.com"}}); GET /api/channels lists what each needs.',
+    )
+    outbound_allow_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Internal networks (comma-separated, like 10.0.0.0/8 or 127.0.0.1/32)"
+        " webhooks and push may be sent to; others' loopback, private and link-local"
+        " addresses are refused.",
+    )
+    delivery_concurrency: int = Field(
+        default=50, ge=1, le=1000, description="Sends one process makes at the same time."
+    )
+    webhook_batch_max_items: int = Field(
+        default=100, ge=1, le=10_000, description="Most elements in one webhook's JSON array."
+    )
+    webhook_batch_max_bytes: int = Field(
+        default=256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest webhook body."
+    )
+    webhook_batch_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Longest an element waits for its batch (business time).",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=300,
+        allow_inf_nan=False,
+        description="Longest one webhook request may take, redirects included.",
+    )
+    webhook_disable_after_days: float = Field(
+        default=5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="An endpoint failing this long without a success is disabled.",
+    )
+
     # How long `beacon serve` lets a client take; a day bounds each, past any sensible value.
     http_header_timeout_seconds: float = Field(
         default=10.0,
@@ -175,9 +234,9 @@ class Settings(BaseSettings):
         description="Connections one server process holds; past it a new one is answered 503.",
     )
 
-    @field_validator("plugins", mode="before")
+    @field_validator("plugins", "link_secrets", "outbound_allow_networks", mode="before")
     @classmethod
-    def _split_plugins(cls, value: Any) -> Any:
+    def _split_lists(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value

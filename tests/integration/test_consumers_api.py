@@ -88,7 +88,7 @@ async def test_consumers_are_listed_with_their_lag_dead_letters_and_workers(
     await wait_for(running, what="the server's heartbeat")
     listed = await consumers(client)
 
-    assert sorted(listed) == ["profiles-last-seen", "segments", "test-poison"]
+    assert {"profiles-last-seen", "test-poison"} <= set(listed)
     assert listed["test-poison"] == {
         "name": "test-poison",
         "topic": "events",

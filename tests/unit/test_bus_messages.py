@@ -27,6 +27,8 @@ from beacon.bus.messages import (
 )
 from beacon.core import jsonio
 from beacon.deliveries.requests import DeliveryRequested
+from beacon.deliveries.webhooks.messages import WebhookDue
+from beacon.deliveries.worker import DeliveryAttemptDue
 
 
 def import_every_module() -> None:
@@ -126,6 +128,8 @@ def test_outbox_batch_round_trips_every_envelope_in_order() -> None:
 EXAMPLES: dict[str, Message] = {
     "event": make_event(valid=False, imported=True, context={"device": {"id": "d-1"}}),
     "delivery.requested": DeliveryRequested("r-1", "r-1", "p-1", "email"),
+    "delivery.attempt_due": DeliveryAttemptDue("d-1:2", "d-1", "p-1", 2),
+    "webhook.due": WebhookDue("msg_1", "endpoint-1", 3),
 }
 
 

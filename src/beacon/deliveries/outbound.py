@@ -139,6 +139,27 @@ def _kind_of_internal(ip: IPAddress) -> str | None:
     return None
 
 
+async def check_destination(
+    url: str, *, allow: Iterable[IPNetwork] = (), resolver: Resolver | None = None
+) -> None:
+    """Refuse a URL Beacon would not send to (not http(s), a host resolving to an internal
+    address: `OutboundRefused`) or cannot reach (a host that does not resolve:
+    `OutboundFailed`); the same check every connection makes, made when the URL is saved."""
+    _check_url(url)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        found = await (resolver or _system_resolver)(host, parts.port or 443)
+    except OSError as failed:
+        raise OutboundFailed(f"{host} does not resolve: {failed}") from None
+    allowed = tuple(allow)
+    for address in dict.fromkeys(ipaddress.ip_address(a) for a in found):
+        reason = refusal(address, allow=allowed)
+        if reason is not None:
+            shown = host if host == str(address) else f"{host} resolves to {address}, which"
+            raise OutboundRefused(f"{shown} is a {reason} address; Beacon does not send there")
+
+
 async def _system_resolver(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [str(info[4][0]) for info in infos]

@@ -3,8 +3,8 @@
 A request names the person, the channel, a template (by name) or inline content per channel,
 the variables to render with, and an idempotency key. `request_delivery` stores it in the
 caller's transaction (a second request with the same key is the same request: nothing new is
-stored) and publishes `delivery.requested` once it commits, for the delivery worker. Until a
-channel sends them, stored requests are the record of what would have gone out.
+stored) and publishes `delivery.requested` once it commits, for the delivery worker
+(`worker`), which sends it as a message instance.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class DeliveryRequest:
     template: str | None = None
     content: dict[str, Any] | None = None  # per-channel parts, when there is no template
     variables: dict[str, Any] = field(default_factory=dict)
+    message_id: int | None = None  # the message (`messageId`) sent; else one is made on first use
 
     def __post_init__(self) -> None:
         if (self.template is None) == (self.content is None):
@@ -90,8 +91,8 @@ async def request_delivery(tx: Tx, request: DeliveryRequest) -> str | None:
     request_id = new_id()
     rows = await tx.sql.fetch(
         "INSERT INTO delivery_requests (id, idempotency_key, profile_id, channel, template,"
-        " content, variables, requested_by, requested_at, status)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'requested')"
+        " content, variables, requested_by, requested_at, status, message_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'requested', ?)"
         " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
         request_id,
         request.idempotency_key,
@@ -102,6 +103,7 @@ async def request_delivery(tx: Tx, request: DeliveryRequest) -> str | None:
         dumps_text(request.variables),
         request.requested_by,
         tx.now,
+        request.message_id,
     )
     if not rows:
         return None

@@ -4,6 +4,8 @@
 def import_all_models() -> None:
     """Register every table with the shared metadata."""
     import beacon.bus.models
+    import beacon.deliveries.models
+    import beacon.deliveries.webhooks.models
     import beacon.events.models
     import beacon.identity.models
     import beacon.ingest.models

@@ -12,7 +12,7 @@ import asyncio
 import os
 import socket
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from sqlalchemy import select
@@ -22,6 +22,7 @@ from beacon.bus.base import sleep_unless_stopped
 from beacon.core import jsonio
 from beacon.core.clock import Clock
 from beacon.core.ids import new_id
+from beacon.core.sql import Sql
 from beacon.storage.transaction import Tx
 from beacon.storage.writer import Writer
 from beacon.workers.models import WorkerHeartbeat
@@ -49,13 +50,14 @@ class Heartbeat:
     def __init__(
         self,
         *,
+        id: str | None = None,
         writer: Writer,
         clock: Clock,
         role: str,
         names: Sequence[str],
         interval: float,
     ) -> None:
-        self.id = worker_id()
+        self.id = id or worker_id()
         self.role = role
         self.names = list(names)
         self.interval = interval
@@ -86,6 +88,17 @@ class Heartbeat:
 
     async def _forget(self, tx: Tx) -> None:
         await tx.sql.execute("DELETE FROM worker_heartbeats WHERE id = ?", self.id)
+
+
+async def is_live(sql: Sql, worker: str, *, now: datetime, interval: float) -> bool:
+    """Whether the process `worker` beat less than `LIVE_INTERVALS` intervals before `now`."""
+    rows = await sql.fetch("SELECT heartbeat_at FROM worker_heartbeats WHERE id = ?", worker)
+    if not rows:
+        return False
+    beat = rows[0][0]
+    at = datetime.fromisoformat(beat) if isinstance(beat, str) else beat
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at
+    return bool(at >= now - timedelta(seconds=LIVE_INTERVALS * interval))
 
 
 async def live_workers(
