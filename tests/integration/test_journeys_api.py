@@ -290,3 +290,27 @@ async def test_bad_input_names_every_problem(api: Api) -> None:
     assert bad_doc.status_code == 422
     assert all(p["loc"][0] == "document" for p in bad_doc.json()["detail"])
     assert (await api.http.get("/api/journeys")).status_code == 401
+
+
+async def test_a_frequency_cap_counts_what_the_journey_sent(api: Api) -> None:
+    capped = copy.deepcopy(TWO_STEPS)
+    capped["name"] = "capped"
+    capped["frequency_caps"] = {"limits": [{"channel": "email", "max": 1, "period": "1d"}]}
+    del capped["steps"]["hello"]["next"]
+    del capped["steps"]["pause"], capped["steps"]["again"]
+    await api.apply(capped, 201)
+
+    await api.send("often", "JOINED")
+    await api.wait_messages("capped", "often", 1)
+    await api.send("often", "JOINED")
+
+    async def two_runs() -> bool:
+        return len(await api.runs("often")) == 2
+
+    await wait_for(two_runs, what="the second run")
+    assert len(await api.messages("capped", "often")) == 1
+    second, _ = await api.runs("often")
+    assert [(p["step"], p["why"]) for p in second["path"]] == [("hello", "skipped:frequency_cap")]
+    await api.advance(24 * HOUR)
+    await api.send("often", "JOINED")
+    await api.wait_messages("capped", "often", 2)  # the day is over: one more may go
