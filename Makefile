@@ -42,6 +42,7 @@ bench: install-dev
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/import.py
 	$(BIN)/python bench/timers.py
+	$(BIN)/python bench/journeys.py
 
 # Re-pin every transitive dependency after changing pyproject.toml.
 lock: install-dev
