@@ -43,6 +43,7 @@ bench: install-dev
 	$(BIN)/python bench/import.py
 	$(BIN)/python bench/timers.py
 	$(BIN)/python bench/journeys.py
+	$(BIN)/python bench/deliveries.py
 
 # Re-pin every transitive dependency after changing pyproject.toml.
 lock: install-dev

@@ -3,7 +3,7 @@
 `Runtime` builds the platform (database, writer, bus, outbox relay), lets every domain register
 its write handlers and its workers, and starts what the process's role runs: a server relays
 its outbox and serves the ingest edge; consumers and periodic jobs run in the server on the
-embedded set-up (memory bus), else in `beacon worker` processes.
+embedded set-up (memory bus), else in `beacon worker` processes, which relay what they commit.
 """
 
 from __future__ import annotations
@@ -222,7 +222,10 @@ class Runtime:
         if isinstance(self.clock, ManualClock):  # read before anything stamps a time
             await self.clock.start(self.database, self.writer)
         self.writer.start()
-        if self.role == "server":
+        if self.role in ("server", "worker"):
+            # A worker relays what its consumers and timers commit, as a server does: left to
+            # a server's sweep, each hop of a pipeline (a send, its event, the webhook) would
+            # wait for it.
             self.database.on_committed = self.relay.hand_off
             self._tasks.append(asyncio.create_task(self.relay.run(self._stop), name="outbox-relay"))
         if self.consumes:

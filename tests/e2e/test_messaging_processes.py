@@ -2,8 +2,9 @@
 
 On SQLite (`beacon serve`, manual clock): a transactional send and a journey's send arrive at
 a real SMTP server with their unsubscribe headers; opening, clicking and unsubscribing through
-the real HTTP endpoints record the system events; a local HTTP server gets the activity as
-eSputnik arrays whose signatures verify with `standardwebhooks`.
+the real HTTP endpoints record the system events, and the clicker enters a segment of people
+who clicked; a local HTTP server gets the activity as eSputnik arrays whose signatures verify
+with `standardwebhooks`.
 
 On PostgreSQL and Redis (`beacon serve` + `beacon worker deliveries`): the delivery worker is
 killed with SIGKILL while it has messages in flight (the SMTP server holds them); a new worker
@@ -90,6 +91,8 @@ async def test_a_send_arrives_and_its_tracking_comes_back_as_events_and_signed_w
             async with httpx.AsyncClient(base_url=beacon.url, timeout=30) as http:
                 api = MessagingDriver(http, ADMIN)
                 _, secret = await api.endpoint(receiver.url())
+                clickers = {"name": "clickers", "rule": {"event": "message.clicked"}}
+                await api.call("POST", "/api/segments", 201, json=clickers)
                 message_id = await api.message("order", ORDER, tag="orders", transactional=True)
                 delivery_id = await api.send(
                     message_id, {"email": "ann@example.com"}, params={"order_id": "A-17"}
@@ -127,6 +130,13 @@ async def test_a_send_arrives_and_its_tracking_comes_back_as_events_and_signed_w
                     return got >= wanted
 
                 await wait_until(all_activity_arrived, what="the activity webhooks")
+                profile_id = delivered["profile_id"]
+
+                async def in_segment() -> bool:
+                    found = await api.call("GET", f"/api/profiles/{profile_id}/segments")
+                    return [s["name"] for s in found["segments"]] == ["clickers"]
+
+                await wait_until(in_segment, what="the clicker to enter the segment")
                 events = await api.system_events()
                 again = await api.send(
                     message_id, {"email": "ann@example.com"}, params={"order_id": "A-18"}
@@ -141,6 +151,7 @@ async def test_a_send_arrives_and_its_tracking_comes_back_as_events_and_signed_w
         "message.read",
         "message.clicked",
         "message.unsubscribed",
+        "segment.entered",
     }
     clicked_event = by_type["message.clicked"]["properties"]
     assert clicked_event["clickEventLink"] == "https://shop.example.com/orders/A-17"

@@ -32,7 +32,7 @@ from beacon.timers import store as timers
 from beacon.timers.store import Timer
 from beacon.workers.registry import TimerKind
 
-BATCHES_PER_FIRING = 20  # then the timer is set again at once: one transaction stays short
+BATCHES_PER_FIRING = 100  # then the timer is set again at once: one transaction stays short
 
 
 class BatchMaker:
