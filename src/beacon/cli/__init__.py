@@ -19,6 +19,7 @@ from beacon.cli.journeys import journeys_app
 from beacon.cli.profiles import profiles_app
 from beacon.cli.retention import retention_app
 from beacon.cli.running import CliError
+from beacon.cli.segments import attributes_app, segments_app
 from beacon.cli.serve import migrate, serve, worker
 from beacon.cli.sources import demo, sources_app
 from beacon.imports.cli import import_events
@@ -29,6 +30,8 @@ app.add_typer(event_types_app, name="event-types")
 app.add_typer(retention_app, name="retention")
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(consumers_app, name="consumers")
+app.add_typer(segments_app, name="segments")
+app.add_typer(attributes_app, name="attributes")
 app.add_typer(journeys_app, name="journeys")
 app.command("import")(import_events)
 app.command()(migrate)
