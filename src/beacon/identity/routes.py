@@ -24,17 +24,14 @@ from beacon.storage.transaction import Tx
 router = APIRouter(prefix="/api/profiles", tags=["profiles"], dependencies=[AdminAuth])
 
 
-async def profile_out(
-    session: SessionDep, profile: Profile, request: Request | None = None
-) -> dict[str, Any]:
+async def profile_out(session: SessionDep, profile: Profile, request: Request) -> dict[str, Any]:
     identities = await service.list_identities(session=session, profile_id=profile.id)
     found = {
         **service.profile_fields(profile),
         "identities": [IdentityOut.model_validate(i) for i in identities],
     }
-    if request is not None:
-        sections: ProfileSections = request.app.state.sections
-        found.update(await sections.read(profile.id, request.app.state.clock.now()))
+    sections: ProfileSections = request.app.state.sections
+    found.update(await sections.read(profile.id, request.app.state.clock.now()))
     return found
 
 
@@ -46,12 +43,14 @@ async def existing(session: SessionDep, profile_id: str) -> Profile:
 
 
 @router.get("/by/{kind}/{value}", response_model=ProfileOut)
-async def find_profile(kind: str, value: str, session: SessionDep) -> dict[str, Any]:
+async def find_profile(
+    kind: str, value: str, session: SessionDep, request: Request
+) -> dict[str, Any]:
     """Find a profile by an identity: `user_id`, `email`, `anonymous_id` or a custom kind."""
     profile = await service.find_profile(session=session, kind=kind, value=value)
     if profile is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no profile has {kind} {value!r}")
-    return await profile_out(session, profile)
+    return await profile_out(session, profile, request)
 
 
 @router.get("/{profile_id}", response_model=ProfileOut)
@@ -69,7 +68,7 @@ async def profile_sessions(profile_id: str, session: SessionDep) -> list[Session
 
 @router.patch("/{profile_id}/traits", response_model=ProfileOut)
 async def update_traits(
-    profile_id: str, update: TraitUpdate, session: SessionDep, writer: WriterDep
+    profile_id: str, update: TraitUpdate, session: SessionDep, writer: WriterDep, request: Request
 ) -> dict[str, Any]:
     target = (await existing(session, profile_id)).id
 
@@ -78,12 +77,17 @@ async def update_traits(
 
     await writer.run(work)
     session.expire_all()
-    return await profile_out(session, await existing(session, target))
+    return await profile_out(session, await existing(session, target), request)
 
 
 @router.put("/{profile_id}/consents/{channel}", response_model=ProfileOut)
 async def set_consent(
-    profile_id: str, channel: Channel, consent: ConsentIn, session: SessionDep, writer: WriterDep
+    profile_id: str,
+    channel: Channel,
+    consent: ConsentIn,
+    session: SessionDep,
+    writer: WriterDep,
+    request: Request,
 ) -> dict[str, Any]:
     """Record a marketing consent decision (time and source kept) for email, sms or push."""
     target = (await existing(session, profile_id)).id
@@ -95,7 +99,7 @@ async def set_consent(
 
     await writer.run(work)
     session.expire_all()
-    return await profile_out(session, await existing(session, target))
+    return await profile_out(session, await existing(session, target), request)
 
 
 @router.delete("/{profile_id}", response_model=ErasureOut)
