@@ -84,8 +84,7 @@ class Recomputer:
     ) -> bool:
         """Build a claimed segment version and flip it; False if the run lost it meanwhile."""
         try:
-            if not await self._build_by_sql(build, progress):
-                await self._build_batches(build, progress)
+            await self.build(build, progress)
             flipped = await self._run(lambda tx: recompute.flip(tx, build))
         except recompute.LeaseLost:
             log.info("segment_build_taken_over", segment=build.name, version=build.version)
@@ -94,6 +93,13 @@ class Recomputer:
             log.info("segment_recomputed", segment=build.name, version=build.version)
             await self.record_changes()
         return flipped
+
+    async def build(
+        self, build: recompute.SegmentBuild, progress: recompute.Progress | None = None
+    ) -> None:
+        """Build a claimed version aside (by SQL where it can, else profile by profile)."""
+        if not await self._build_by_sql(build, progress):
+            await self._build_batches(build, progress)
 
     async def _build_by_sql(
         self, build: recompute.SegmentBuild, progress: recompute.Progress | None

@@ -1,0 +1,643 @@
+"""Segments benchmark: how soon a membership follows its event, what 20 live segments cost
+ingest, and how long a full recompute takes over a big history.
+
+For each storage backend, on fresh databases (`beacon migrate`), Beacon runs as a user runs
+it: `beacon serve` on SQLite; on PostgreSQL `beacon serve` on Redis (BEACON_BENCH_REDIS_URL or
+BEACON_TEST_REDIS_URL) with `beacon worker segments` running the segments consumer (and timers)
+beside a `beacon worker` running the other consumers, else `beacon serve` alone on the memory
+bus. The clock is the system's.
+
+1. ingest with no segment: `POST /api/v1/events` closed loop (`CONNECTIONS` connections, 10
+   events of 1,000 people a request) for `--seconds`: events accepted per second, and per
+   second until the segments consumer had counted them all;
+2. the same with 20 segments and 3 computed attributes live (`beacon segments apply`), as a
+   ratio to 1;
+3. latency: events of new people sent at `--rate` per second for `--seconds`, open loop, each
+   entering the segment `first-bench`: the member row's `since` (the consumer transaction's
+   start, its commit follows) minus the moment the event's 200 came back (0 when stored first),
+   p50 / p99 / max (target p99 < 100 ms), and minus the moment the event was sent;
+4. full recompute: `--profiles` profiles with 20 events each (SQLite 100,000 / 2,000,000,
+   PostgreSQL `--pg-profiles` 1,000,000 / 20,000,000) loaded straight into the database
+   (executemany, COPY), then "3+ orders with an average check over 100" computed from history
+   (the code `beacon segments recompute` runs: by SQL on PostgreSQL): seconds until readers see
+   the members (target < 60 s), and the seconds to record their `segment.entered` after.
+
+Prints one JSON document to stdout; progress goes to stderr. Usage: `python bench/segments.py
+[--rate N] [--seconds S] [--profiles N] [--pg-profiles N] [--backend sqlite|postgres|all]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from beacon.core.db import sqlite_time
+from beacon.core.ids import new_id
+from beacon.storage.partitions import create_partition_sql, month_start, next_month
+from loadgen import HttpConnection, open_connection, post_request
+from processes import beacon_cli, beacon_env, progress, running_server
+from timers import DEFAULT_POSTGRES_URL, Store, delete_redis_keys
+from verdicts import PostgresUnreachable, Verdicts, check, run_verdicts, scratch_database
+
+RATE = 1000
+SECONDS = 10.0
+PROFILES = 100_000
+PG_PROFILES = 1_000_000
+EVENTS_PER_PROFILE = 20
+PEOPLE = 1000
+CONNECTIONS = 32
+PER_REQUEST = 10
+LOAD_CHUNK = 200_000
+DRAIN_TIMEOUT_S = 600.0
+WORKER_READY_S = 60.0
+POLL_S = 0.2
+MAX_P99_MS = 100.0
+MAX_RECOMPUTE_S = 60.0
+TYPES = ("PURCHASE", "VIEWPRODUCT", "VISIT")
+
+ATTRIBUTES: list[dict[str, Any]] = [
+    {"name": "orders", "kind": "count", "event_type": "PURCHASE"},
+    {"name": "avg_check", "kind": "average", "event_type": "PURCHASE", "property": "amount"},
+    {"name": "last_order_at", "kind": "last_time", "event_type": "PURCHASE"},
+]
+
+
+def product(op: str, value: Any) -> list[dict[str, Any]]:
+    return [{"property": "product", "op": op, "value": value}]
+
+
+def orders(op: str, value: int) -> dict[str, Any]:
+    return {"attribute": "orders", "op": op, "value": value}
+
+
+SEGMENTS: dict[str, Any] = {
+    "first-bench": {"event": "BENCH"},
+    "viewed-twice": {
+        "event": "VIEWPRODUCT",
+        "where": product("eq", "p1"),
+        "count": {"op": "gt", "value": 1},
+    },
+    "back-in-stock-123": {"event": "BACKINSTOCK", "where": product("eq", "123")},
+    "dormant": {
+        "all": [{"event": "VISIT"}, {"event": "VISIT", "did_not": True, "within_days": 30}]
+    },
+    "loyal-big-baskets": {
+        "all": [orders("gte", 3), {"attribute": "avg_check", "op": "gt", "value": 100}]
+    },
+    "lapsed-buyers": {"attribute": "last_order_at", "op": "older_than_days", "value": 60},
+    "busy-week": {"event": "VISIT", "within_days": 7, "count": {"op": "gte", "value": 3}},
+    "big-spender": {
+        "event": "PURCHASE",
+        "where": [{"property": "amount", "op": "gt", "value": 250}],
+    },
+    "never-bought": {"event": "PURCHASE", "did_not": True},
+    "pro-plan": {"trait": "plan", "op": "eq", "value": "pro"},
+    "email-consent": {"consent": "email"},
+    "known-email": {"identity": "email"},
+    "viewer-not-buyer": {"all": [{"event": "VIEWPRODUCT"}, {"not": {"event": "PURCHASE"}}]},
+    "recent-buyer": {"attribute": "last_order_at", "op": "within_days", "value": 7},
+    "five-orders": orders("gte", 5),
+    "any-activity-3d": {"event": list(TYPES), "within_days": 3},
+    "cheap-orders": {"attribute": "avg_check", "op": "lt", "value": 50},
+    "product-p2": {"event": "VIEWPRODUCT", "where": product("in", ["p2", "p3"])},
+    "visit-and-buy": {
+        "any": [{"event": "VISIT", "count": {"op": "gte", "value": 10}}, orders("gte", 2)]
+    },
+    "no-view-14d": {"event": "VIEWPRODUCT", "did_not": True, "within_days": 14},
+}
+RECOMPUTED = {
+    "all": [
+        {"event": "PURCHASE", "count": {"op": "gte", "value": 3}},
+        {"attribute": "avg_check", "op": "gt", "value": 100},
+    ]
+}
+
+
+def definitions(segments: dict[str, Any]) -> bytes:
+    """A file for `beacon segments apply`: the attributes and `segments`."""
+    listed = [{"name": name, "rule": rule} for name, rule in segments.items()]
+    return orjson.dumps({"attributes": ATTRIBUTES, "segments": listed})
+
+
+def percentiles(values: list[float], scale: float, digits: int) -> dict[str, float | int]:
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * scale, digits)
+
+    return {"count": len(ordered), "p50": at(0.5), "p99": at(0.99), "max": at(1.0)}
+
+
+def epoch(value: Any) -> float:
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    assert isinstance(moment, datetime)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def wait_until(check_done: Callable[[], bool], alive: Callable[[], None], what: str) -> float:
+    """Poll until `check_done`; return when it held (wall time)."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while not check_done():
+        alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not within {DRAIN_TIMEOUT_S} s: {what}")
+        time.sleep(POLL_S)
+    return time.time()
+
+
+def counted(store: Store) -> int:
+    [(found,)] = store.fetch("SELECT count(*) FROM processed_messages WHERE consumer = 'segments'")
+    return int(found)
+
+
+# --- phases 1 and 2: ingest throughput -----------------------------------------------------------
+
+
+async def closed_loop(port: int, write_key: str, seconds: float) -> tuple[int, float, float]:
+    """Send batches of events as fast as they are accepted; return (events, start, end)."""
+    headers = {"Authorization": f"Bearer {write_key}"}
+    rng = random.Random(7)
+    accepted = 0
+    started = time.time()
+    deadline = time.monotonic() + seconds
+
+    async def client() -> None:
+        nonlocal accepted
+        connection: HttpConnection | None = None
+        while time.monotonic() < deadline:
+            events = [
+                {
+                    "type": rng.choice(TYPES),
+                    "user_id": f"person-{rng.randrange(PEOPLE)}",
+                    "properties": {
+                        "amount": rng.randrange(10, 300),
+                        "product": f"p{rng.randrange(5)}",
+                    },
+                }
+                for _ in range(PER_REQUEST)
+            ]
+            if connection is None or connection.closed:
+                connection = await open_connection(port)
+            status, answer = await connection.request(
+                post_request(port, "/api/v1/events", orjson.dumps({"events": events}), headers)
+            )
+            if status != 200:
+                raise RuntimeError(f"{status}: {answer[:200]!r}")
+            accepted += PER_REQUEST
+
+    await asyncio.gather(*(client() for _ in range(CONNECTIONS)))
+    return accepted, started, time.time()
+
+
+def throughput(
+    runner: asyncio.Runner,
+    port: int,
+    write_key: str,
+    store: Store,
+    seconds: float,
+    alive: Callable[[], None],
+) -> dict[str, float]:
+    before = counted(store)
+    events, started, ended = runner.run(closed_loop(port, write_key, seconds))
+    drained = wait_until(lambda: counted(store) - before >= events, alive, "the consumer to count")
+    return {
+        "events": events,
+        "accepted_per_s": round(events / (ended - started)),
+        "counted_per_s": round(events / (drained - started)),
+    }
+
+
+# --- phase 3: latency ----------------------------------------------------------------------------
+
+
+async def send_new_people(
+    port: int, write_key: str, *, rate: int, seconds: float
+) -> dict[str, tuple[float, float]]:
+    """One BENCH event of a new person at a time, open loop; profile id -> (sent, acked)."""
+    total = int(rate * seconds)
+    headers = {"Authorization": f"Bearer {write_key}"}
+    acked: dict[str, tuple[float, float]] = {}
+    start = time.perf_counter() + 0.1
+    next_index = 0
+    run = uuid.uuid4().hex[:8]
+
+    async def client() -> None:
+        nonlocal next_index
+        connection: HttpConnection | None = None
+        while next_index < total:
+            index = next_index
+            next_index += 1
+            delay = start + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            body = orjson.dumps({"type": "BENCH", "user_id": f"new-{run}-{index}"})
+            if connection is None or connection.closed:
+                connection = await open_connection(port)
+            sent = time.time()
+            status, answer = await connection.request(
+                post_request(port, "/api/v1/events", body, headers)
+            )
+            if status != 200:
+                raise RuntimeError(f"{status}: {answer[:200]!r}")
+            acked[orjson.loads(answer)["events"][0]["profile_id"]] = (sent, time.time())
+
+    await asyncio.gather(*(client() for _ in range(64)))
+    return acked
+
+
+def membership_latency(
+    store: Store, acked: dict[str, tuple[float, float]], alive: Callable[[], None]
+) -> dict[str, Any]:
+    members = (
+        "SELECT m.profile_id, m.since FROM segment_members m JOIN segments s ON s.id = m.segment_id"
+        " AND m.version = s.readable_version WHERE s.name = 'first-bench'"
+    )
+    wait_until(lambda: len(store.fetch(members)) >= len(acked), alive, "every member stored")
+    stored = [(acked[str(p)], epoch(since)) for p, since in store.fetch(members) if str(p) in acked]
+    return {
+        "from_ack": percentiles([max(0.0, at - ack) for (_, ack), at in stored], 1000.0, 2),
+        "from_sent": percentiles([at - sent for (sent, _), at in stored], 1000.0, 2),
+    }
+
+
+# --- phase 4: full recompute ---------------------------------------------------------------------
+
+
+def history(profiles: int, first: int, count: int, now: datetime) -> Iterator[tuple[Any, ...]]:
+    """Events `first`..`first+count` of the history: (id, occurred_at, type, profile, props)."""
+    rng = random.Random(first)
+    for n in range(first, first + count):
+        kind = TYPES[0] if rng.random() < 0.2 else rng.choice(TYPES[1:])
+        at = now - timedelta(seconds=rng.randrange(365 * 86_400))
+        properties = {"amount": rng.randrange(10, 250), "product": f"p{rng.randrange(100)}"}
+        yield (
+            f"e{n:09d}",
+            at,
+            kind,
+            f"profile-{n // EVENTS_PER_PROFILE:08d}",
+            orjson.dumps(properties).decode(),
+        )
+
+
+def load_history(store: Store, profiles: int) -> float:
+    """Profiles and their events straight into the database; return the seconds it took."""
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    total = profiles * EVENTS_PER_PROFILE
+    if store.sqlite:
+        with store._sqlite() as conn:
+            conn.executemany(
+                "INSERT INTO profiles (id, created_at, updated_at, traits, trait_times, consents)"
+                " VALUES (?, ?, ?, '{}', '{}', '{}')",
+                ((f"profile-{p:08d}", sqlite_time(now), sqlite_time(now)) for p in range(profiles)),
+            )
+            for first in range(0, total, LOAD_CHUNK):
+                conn.executemany(
+                    "INSERT INTO events (id, occurred_at, received_at, type, source_id,"
+                    " profile_id, properties, context, valid, imported)"
+                    " VALUES (?, ?, ?, ?, 'bench', ?, ?, '{}', 1, 1)",
+                    (
+                        (i, sqlite_time(at), sqlite_time(at), kind, p, props)
+                        for i, at, kind, p, props in history(
+                            profiles, first, min(LOAD_CHUNK, total - first), now
+                        )
+                    ),
+                )
+                progress(f"loaded {first + LOAD_CHUNK:,} events")
+        store.execute("ANALYZE")
+        return time.perf_counter() - started
+    month = month_start(now - timedelta(days=366))
+    while month <= month_start(now):
+        store.execute(create_partition_sql(month))
+        month = next_month(month)
+
+    async def copy(conn: Any) -> None:
+        await conn.copy_records_to_table(
+            "profiles",
+            records=[(f"profile-{p:08d}", now, now, "{}", "{}", "{}") for p in range(profiles)],
+            columns=["id", "created_at", "updated_at", "traits", "trait_times", "consents"],
+        )
+        for first in range(0, total, LOAD_CHUNK):
+            await conn.copy_records_to_table(
+                "events",
+                records=[
+                    (i, at, at, kind, "bench", p, props, "{}", True, True)
+                    for i, at, kind, p, props in history(
+                        profiles, first, min(LOAD_CHUNK, total - first), now
+                    )
+                ],
+                columns=[
+                    "id",
+                    "occurred_at",
+                    "received_at",
+                    "type",
+                    "source_id",
+                    "profile_id",
+                    "properties",
+                    "context",
+                    "valid",
+                    "imported",
+                ],
+            )
+            if first % 2_000_000 == 0:
+                progress(f"copied {first + LOAD_CHUNK:,} events")
+
+    asyncio.run(store._pg(copy))
+    store.execute("VACUUM ANALYZE")
+    return time.perf_counter() - started
+
+
+def recompute(database_url: str, workdir: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Save the segment, then build it as `beacon segments recompute` does, here; time it."""
+    (workdir / "recomputed.json").write_bytes(definitions({"loyal-big-baskets": RECOMPUTED}))
+    beacon_cli(["segments", "apply", "recomputed.json"], env=env, cwd=workdir)
+    return asyncio.run(build_here(database_url))
+
+
+async def build_here(database_url: str) -> dict[str, Any]:
+    from beacon.core.clock import SystemClock
+    from beacon.runtime import write_path
+    from beacon.segments import queries, recompute
+    from beacon.segments.jobs import Recomputer
+    from beacon.settings import Settings
+
+    settings = Settings(database_url=database_url)
+    async with write_path(settings, SystemClock()) as writer:
+        owner = f"bench-{new_id()}"
+        build = await writer.run_now(
+            lambda tx: recompute.claim_segment(
+                tx, owner=owner, real_now=SystemClock().now(), name="loyal-big-baskets", force=True
+            )
+        )
+        assert build is not None
+        recomputer = Recomputer(writer, keep_days=settings.processed_messages_days, owner=owner)
+        writer.start()
+        try:
+            started = time.perf_counter()
+            if not await recomputer._build_by_sql(build, None):
+                await recomputer._build_batches(build, None)
+            flipped = await writer.run(lambda tx: recompute.flip(tx, build))
+            readable = time.perf_counter() - started
+            recorded = await recomputer.record_changes()
+            recording = time.perf_counter() - started - readable
+        finally:
+            await writer.stop()
+        found = await queries.get_segment(writer.database.read, "loyal-big-baskets")
+    assert flipped and found is not None
+    return {
+        "members": found["members"],
+        "readable_s": round(readable, 1),
+        "entered_events": recorded,
+        "recording_entered_s": round(recording, 1),
+    }
+
+
+# --- one backend ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def segments_process(
+    server: subprocess.Popen[bytes], env: dict[str, str], workdir: Path, redis_url: str | None
+) -> Iterator[Callable[[], None]]:
+    """The server itself (memory bus), or on Redis `beacon worker segments` beside a worker of
+    the other consumers; yields a check that they still run."""
+
+    def alive_check(process: subprocess.Popen[bytes], what: str) -> Callable[[], None]:
+        def alive() -> None:
+            if process.poll() is not None:
+                raise RuntimeError(f"{what} exited ({process.returncode})")
+
+        return alive
+
+    if redis_url is None:
+        yield alive_check(server, "the server")
+        return
+    listed = beacon_cli(["consumers", "list"], env=env, cwd=workdir)
+    others = sorted(
+        {line.split()[0] for line in listed.splitlines() if line.strip()} - {"segments"}
+    )
+    workers = []
+    for names, log in ((["segments"], "segments"), (others, "others")):
+        log_path = workdir / f"worker-{log}.log"
+        with log_path.open("wb") as out:
+            workers.append(
+                (
+                    subprocess.Popen(
+                        [sys.executable, "-m", "beacon", "worker", *names],
+                        env=env,
+                        cwd=workdir,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    ),
+                    log_path,
+                )
+            )
+    try:
+        for worker, log_path in workers:
+            deadline = time.monotonic() + WORKER_READY_S
+            while "worker running" not in log_path.read_text(errors="replace"):
+                alive_check(worker, "a worker")()
+                if time.monotonic() > deadline:
+                    raise RuntimeError("a worker did not start")
+                time.sleep(POLL_S)
+        yield alive_check(workers[0][0], "the segments worker")
+    finally:
+        for worker, _ in workers:
+            worker.terminate()
+            try:
+                worker.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(15)
+
+
+def live_phases(
+    database_url: str, workdir: Path, redis_url: str | None, args: argparse.Namespace
+) -> dict[str, Any]:
+    store = Store(database_url)
+    env = beacon_env(database_url, admin_token=uuid.uuid4().hex)
+    prefix = f"beacon-bench-{uuid.uuid4().hex[:12]}"
+    if redis_url is not None:
+        env.update(BEACON_BUS_URL=redis_url, BEACON_BUS_PREFIX=prefix)
+    (workdir / "definitions.json").write_bytes(definitions(SEGMENTS))
+    beacon_cli(["migrate"], env=env, cwd=workdir)
+    created = beacon_cli(["sources", "create", "Bench", "--id", "bench"], env=env, cwd=workdir)
+    write_key = created.rsplit("write key ", 1)[1].strip().rstrip(")")
+    try:
+        with (
+            asyncio.Runner() as runner,
+            running_server(env=env, cwd=workdir, workers=1, runner=runner) as server,
+            segments_process(server.process, env, workdir, redis_url) as alive,
+        ):
+            progress(f"ingest with no segment for {args.seconds:g} s")
+            bare = throughput(runner, server.port, write_key, store, args.seconds, alive)
+            progress(f"no segment: {bare}")
+            beacon_cli(["segments", "apply", "definitions.json"], env=env, cwd=workdir)
+            ready = "SELECT count(*) FROM segments WHERE readable_version < version"
+            wait_until(lambda: int(store.fetch(ready)[0][0]) == 0, alive, "the segments built")
+            progress(f"ingest with 20 segments for {args.seconds:g} s")
+            live = throughput(runner, server.port, write_key, store, args.seconds, alive)
+            progress(f"20 segments: {live}")
+            progress(f"membership latency: {args.rate}/s for {args.seconds:g} s")
+            acked = runner.run(
+                send_new_people(server.port, write_key, rate=args.rate, seconds=args.seconds)
+            )
+            latency = membership_latency(store, acked, alive)
+            progress(f"latency (ms): {latency}")
+    finally:
+        if redis_url is not None:
+            asyncio.run(delete_redis_keys(redis_url, prefix))
+    return {
+        "ingest_no_segments": bare,
+        "ingest_20_segments": live,
+        "ingest_ratio": round(live["accepted_per_s"] / bare["accepted_per_s"], 2),
+        "counted_ratio": round(live["counted_per_s"] / bare["counted_per_s"], 2),
+        "membership_latency_ms": latency,
+    }
+
+
+def recompute_phase(database_url: str, workdir: Path, profiles: int) -> dict[str, Any]:
+    store = Store(database_url)
+    env = beacon_env(database_url, admin_token=uuid.uuid4().hex)
+    beacon_cli(["migrate"], env=env, cwd=workdir)
+    progress(f"loading {profiles:,} profiles, {profiles * EVENTS_PER_PROFILE:,} events")
+    loaded = load_history(store, profiles)
+    progress(f"loaded in {loaded:.0f} s; recomputing")
+    figures = {
+        "profiles": profiles,
+        "events": profiles * EVENTS_PER_PROFILE,
+        "load_s": round(loaded),
+        **recompute(database_url, workdir, env),
+    }
+    progress(f"recompute: {figures}")
+    return figures
+
+
+def bench_backend(
+    database_url: str,
+    recompute_url: str,
+    redis_url: str | None,
+    profiles: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp:
+        live = live_phases(database_url, Path(tmp), redis_url, args)
+    with tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp:
+        rebuilt = recompute_phase(recompute_url, Path(tmp), profiles)
+    return {
+        **live,
+        "full_recompute": rebuilt,
+        # Others' work on the machine moves these figures: the load says how busy it was.
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def bench_sqlite(args: argparse.Namespace) -> dict[str, Any]:
+    progress("SQLite: beacon serve runs the segments")
+    with tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp:
+        live_url = f"sqlite:///{Path(tmp) / 'live.db'}"
+        recompute_url = f"sqlite:///{Path(tmp) / 'history.db'}"
+        return bench_backend(live_url, recompute_url, None, args.profiles, args)
+
+
+def bench_postgres(args: argparse.Namespace) -> dict[str, Any]:
+    admin_url = (
+        os.environ.get("BEACON_BENCH_POSTGRES_URL")
+        or os.environ.get("BEACON_TEST_POSTGRES_URL")
+        or DEFAULT_POSTGRES_URL
+    )
+    redis_url = os.environ.get("BEACON_BENCH_REDIS_URL") or os.environ.get("BEACON_TEST_REDIS_URL")
+    try:
+        with scratch_database(admin_url) as live_url, scratch_database(admin_url) as history_url:
+            names = [url.rpartition("/")[2] for url in (live_url, history_url)]
+            progress(f"PostgreSQL: databases {', '.join(names)}")
+            return bench_backend(live_url, history_url, redis_url, args.pg_profiles, args)
+    except PostgresUnreachable as exc:
+        progress(f"skipping PostgreSQL: {exc}")
+        return {"skipped": str(exc)}
+
+
+BACKENDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "sqlite": bench_sqlite,
+    "postgres": bench_postgres,
+}
+
+
+def targets(name: str, figures: dict[str, Any]) -> Verdicts:
+    return {
+        f"{name}_membership_latency_p99_ms": check(
+            figures["membership_latency_ms"]["from_ack"]["p99"], "<", MAX_P99_MS
+        ),
+        f"{name}_full_recompute_s": check(
+            figures["full_recompute"]["readable_s"], "<", MAX_RECOMPUTE_S
+        ),
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rate", type=int, default=RATE, help="new people's events per second")
+    parser.add_argument("--seconds", type=float, default=SECONDS, help="length of phases 1-3")
+    parser.add_argument("--profiles", type=int, default=PROFILES, help="SQLite's recompute")
+    parser.add_argument("--pg-profiles", type=int, default=PG_PROFILES, help="PostgreSQL's")
+    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    args = parser.parse_args(argv)
+    if not (1 <= args.rate <= 20_000 and 1 <= args.seconds <= 600):
+        parser.error("--rate must be in [1, 20k], --seconds in [1, 600]")
+    if not (1 <= args.profiles <= 2_000_000 and 1 <= args.pg_profiles <= 5_000_000):
+        parser.error("--profiles must be in [1, 2M], --pg-profiles in [1, 5M]")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    backends: dict[str, dict[str, Any]] = {}
+    try:
+        for name in list(BACKENDS) if args.backend == "all" else [args.backend]:
+            try:
+                backends[name] = BACKENDS[name](args)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                progress(f"{name} failed: {exc}")
+                backends[name] = {"failed": str(exc)[-2000:]}
+    except KeyboardInterrupt:
+        progress("interrupted; the processes were stopped")
+        return 130
+    checks = run_verdicts(backends, targets)
+    verdicts = [c["pass"] for c in checks.values()]
+    report = {
+        "benchmark": "segments: membership latency, ingest with 20 segments, full recompute",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "config": {
+            "rate_per_s": args.rate,
+            "seconds": args.seconds,
+            "profiles": args.profiles,
+            "pg_profiles": args.pg_profiles,
+            "events_per_profile": EVENTS_PER_PROFILE,
+        },
+        "backends": backends,
+        "targets": checks,
+        "pass": bool(verdicts) and all(v is True for v in verdicts),
+    }
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    return 1 if any(k.endswith("_ran") and not c["pass"] for k, c in checks.items()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
