@@ -38,7 +38,7 @@ from beacon.segments.membership import (
 )
 from beacon.storage.database import utc
 from beacon.storage.transaction import Tx
-from beacon.workers.idempotency import first_time
+from beacon.workers.idempotency import first_times
 
 
 def _profiles_named(messages: Sequence[EventMessage]) -> set[str]:
@@ -57,13 +57,22 @@ async def handle_events(
     tx: Tx, catalog: Catalog, messages: Sequence[EventMessage], *, keep_days: int
 ) -> None:
     """Apply a batch of the `events` topic (see the module docstring)."""
+    if not catalog.segments and not catalog.definitions:
+        await _count_only(tx, messages)
+        return
     named = _profiles_named(messages)
     survivors = await resolve_profiles(tx.sql, named)
     await lock_profiles(tx, named | set(survivors.values()))
     profiles = await Profiles.load(tx, sorted(set(survivors.values())))
     changed: dict[str, dict[str, attribute_state.State]] = {}
-    evaluated: dict[str, dict[tuple[str, int], SegmentRule]] = {}
+    timed: dict[str, dict[tuple[str, int], SegmentRule]] = {}
+    seen: set[str] = set()
     exact: set[str] = set()
+    fresh = await first_times(
+        tx,
+        consumer=states.CONSUMER,
+        keys=[m.id for m in messages if _counts(m, survivors, profiles)],
+    )
     for message in messages:
         if message.type == lifecycle.PROFILE_ERASED:
             gone = sorted(str(p) for p in message.properties.get("profile_ids", ()))
@@ -72,25 +81,36 @@ async def handle_events(
             for profile_id in gone:
                 profiles.people.pop(profile_id, None)
                 changed.pop(profile_id, None)
-                evaluated.pop(profile_id, None)
+                timed.pop(profile_id, None)
             continue
-        if message.profile_id is None or not message.stored:
+        if message.id not in fresh or message.id in seen or message.profile_id is None:
             continue
+        seen.add(message.id)
         person = profiles.people.get(survivors.get(message.profile_id, ""))
-        if person is None or not await first_time(tx, consumer=states.CONSUMER, key=message.id):
+        if person is None:
             continue
         if message.type == lifecycle.PROFILE_MERGED:
             loser = str(message.properties.get("merged_profile_id"))
             await _rebuild(tx, catalog, person, loser, keep_days=keep_days)
             changed.pop(loser, None)
             changed[person.id] = dict(person.states)
-            rules = profiles.evaluate(person, catalog.segments, imported=message.imported)
+            profiles.evaluate(person, catalog.segments, imported=message.imported)
             exact.add(person.id)
-        else:
-            keys = _count(catalog, person, message, tx.now)
-            changed.setdefault(person.id, {}).update((k, person.states[k]) for k in keys)
-            rules = profiles.evaluate(person, _affected(catalog, keys), imported=message.imported)
-        evaluated.setdefault(person.id, {}).update(((r.segment_id, r.version), r) for r in rules)
+            timed.setdefault(person.id, {})
+            continue
+        keys = _count(catalog, person, message, tx.now)
+        changed.setdefault(person.id, {}).update((k, person.states[k]) for k in keys)
+        # Traits, consents and identities are read once per batch (as they are after it): the
+        # segments reading them, and those a new profile belongs to, are evaluated once.
+        first = person.id not in timed
+        rules = profiles.evaluate(
+            person, _affected(catalog, keys, first=first), imported=message.imported
+        )
+        timed.setdefault(person.id, {}).update(
+            ((r.segment_id, r.version), r)
+            for r in rules
+            if r.time_dependent and (r.reads_profile or not r.keys.isdisjoint(keys))
+        )
     await states.save_states(
         tx.sql,
         [
@@ -109,7 +129,7 @@ async def handle_events(
     await profiles.flush()
     lower: dict[str, datetime] = {}
     exactly: dict[str, datetime | None] = {}
-    for profile_id, by_version in evaluated.items():
+    for profile_id, by_version in timed.items():
         person = profiles.people[profile_id]
         if profile_id in exact:
             exactly[profile_id] = profiles.next_change(person, catalog.segments)
@@ -133,15 +153,41 @@ def _count(catalog: Catalog, person: Person, message: EventMessage, now: datetim
         after = attribute_state.apply(definition, before, event, now=now)
         if after is not before:
             person.states[key] = after
+            person.values.pop(key, None)
             keys.add(key)
     return keys
 
 
-def _affected(catalog: Catalog, keys: set[str]) -> list[SegmentRule]:
+async def _count_only(tx: Tx, messages: Sequence[EventMessage]) -> None:
+    """With nothing defined, only remember which events the consumer has seen (a recompute
+    reads those as counted) and forget the erased."""
+    await first_times(
+        tx,
+        consumer=states.CONSUMER,
+        keys=[m.id for m in messages if m.stored and m.type != lifecycle.PROFILE_ERASED],
+    )
+    for message in messages:
+        if message.type == lifecycle.PROFILE_ERASED:
+            gone = sorted(str(p) for p in message.properties.get("profile_ids", ()))
+            await forget_profiles(tx, gone, history=True)
+            await schedule.cancel(tx, gone)
+
+
+def _counts(message: EventMessage, survivors: dict[str, str], profiles: Profiles) -> bool:
+    """Whether the message is an event to count: stored, of a profile that is still there."""
+    if message.type == lifecycle.PROFILE_ERASED or not message.stored:
+        return False
+    return survivors.get(message.profile_id or "", "") in profiles.people
+
+
+def _affected(catalog: Catalog, keys: set[str], *, first: bool) -> list[SegmentRule]:
+    """The segment versions an event that changed `keys` may move (`first`: the profile's
+    first event of the batch)."""
     return [
         rule
         for rule in catalog.segments
-        if rule.reads_profile or rule.holds_when_empty or not rule.keys.isdisjoint(keys)
+        if not rule.keys.isdisjoint(keys)
+        or (first and (rule.reads_profile or rule.holds_when_empty))
     ]
 
 
@@ -149,7 +195,8 @@ async def _rebuild(tx: Tx, catalog: Catalog, person: Person, loser: str, *, keep
     """Recompute the survivor's live states from its history; forget the merged profile."""
     types = {t for d in catalog.definitions.values() for t in d.event_types}
     found = await states.history(tx.sql.fetch, [person.id], types, now=tx.now, keep_days=keep_days)
-    person.states = states.fold(catalog.definitions, found[person.id], now=tx.now)
+    person.states = {}
+    person.replace_states(states.fold(catalog.definitions, found[person.id], now=tx.now))
     await states.delete_states(tx.sql, [person.id])
     await forget_profiles(tx, [loser], history=False)
     await schedule.cancel(tx, [loser])

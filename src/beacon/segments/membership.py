@@ -70,10 +70,17 @@ class AttributeValues(Mapping[str, Any]):
     """A rule's attribute values at one time, by name, computed only when read."""
 
     def __init__(
-        self, names: Mapping[str, Named], states: Mapping[str, State], now: datetime
+        self,
+        names: Mapping[str, Named],
+        states: Mapping[str, State],
+        now: datetime,
+        cache: dict[str, Any] | None = None,
     ) -> None:
         self._names, self._states, self._now = names, states, now
-        self._cache: dict[str, Any] = {}
+        self._cache: dict[str, Any] = {} if cache is None else cache
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
 
     def __getitem__(self, name: str) -> Any:
         named = self._names[name]
@@ -116,14 +123,16 @@ class Person:
     states: dict[str, State] = field(default_factory=dict)
     members: dict[Membership, datetime] = field(default_factory=dict)
     touched: set[Membership] = field(default_factory=set)
+    values: dict[str, Any] = field(default_factory=dict)  # by key, at the transaction's now
 
     def view(self, rule: SegmentRule, now: datetime) -> Profile:
-        return Profile(
-            self.traits,
-            self.consents,
-            self.identities,
-            AttributeValues(rule.names, self.states, now),
-        )
+        values = AttributeValues(rule.names, self.states, now, self.values)
+        return Profile(self.traits, self.consents, self.identities, values)
+
+    def replace_states(self, states: Mapping[str, State]) -> None:
+        """Take new states (a rebuild): values read before are forgotten."""
+        self.states.update(states)
+        self.values.clear()
 
 
 @dataclass(frozen=True, slots=True)

@@ -159,7 +159,7 @@ async def rebuild_profiles(
         folded = states.fold(definitions, found[profile_id], now=tx.now)
         for key in definitions:
             person.states.pop(key, None)
-        person.states.update(folded)
+        person.replace_states(folded)
         rows += states.state_rows(profile_id, folded, definitions, now=tx.now)
     await states.delete_states(tx.sql, ids, sorted(definitions))
     await states.save_states(tx.sql, rows, now=tx.now)
