@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from beacon.deliveries.requests import DeliveryRequest, request_delivery
 from tests.beacon_process import free_port
 from tests.integration.conftest import ADMIN, ServeApp
 from tests.integration.test_delivery_outbound import Receiver, running_receiver
@@ -350,7 +351,9 @@ async def test_chosen_event_types_go_to_a_generic_webhook_and_to_amplitude(
     event = amplitude["events"][0]
     assert set(event) == {"event_type", "user_id", "time", "event_properties", "insert_id"}
     assert isinstance(event["time"], int)
-    Webhook(secret).verify(receiver.requests[0].body, dict(receiver.requests[0].headers))
+    for request in receiver.requests:
+        if request.path == "/events":
+            Webhook(secret).verify(request.body, dict(request.headers))
 
 
 def _items(body: bytes) -> list[Any]:
@@ -390,3 +393,34 @@ async def test_endpoints_with_internal_addresses_or_bad_filters_are_refused(
     assert bad_filter.status_code == 422
     assert "'OPENED' is not one of" in bad_filter.text
     assert listed == []
+
+
+async def test_a_journeys_webhook_step_calls_its_url_with_its_headers(
+    serve: ServeApp, receiver: Receiver
+) -> None:
+    async with serve(**SETTINGS, delivery_channels={"webhook": "webhook"}) as served:
+        api = MessagingDriver(served.client, ADMIN)
+        message_id = await api.message("note", NOTE)
+        person = await api.settled(await api.send(message_id, {"email": "p@example.com"}))
+        content = {
+            "url": receiver.url("/crm"),
+            "method": "POST",
+            "headers": {"Authorization": "Bearer crm-token"},
+            "body": '{"lead": "{{ not a template }}", "n": 1}',
+        }
+        request = DeliveryRequest(
+            profile_id=person["profile_id"],
+            channel="webhook",
+            idempotency_key="run-1/call/1",
+            requested_by="journey:leads",
+            content=content,
+        )
+        delivery_id = await served.app.state.writer.run(lambda tx: request_delivery(tx, request))
+        sent = await api.settled(delivery_id)
+
+    assert sent["status"] == "sent", sent
+    [call] = [r for r in receiver.requests if r.path == "/crm"]
+    assert call.body == b'{"lead": "{{ not a template }}", "n": 1}'
+    assert call.headers["authorization"] == "Bearer crm-token"
+    assert call.headers["webhook-id"] == delivery_id
+    assert "webhook-signature" not in call.headers  # no endpoint of this URL: no secret

@@ -157,9 +157,17 @@ async def message_for(
 
 
 def template_content(kind: ChannelKind, content: Mapping[str, Any]) -> dict[str, Any]:
-    """Return inline content as a template: per channel already, or one channel's parts."""
+    """Return inline content as a template: per channel already, or one channel's parts, or
+    a call of a URL (a journey's webhook step: `url`, `method`, `headers`, and its `body`
+    rendered already, so kept as it is)."""
     if content and all(key in CHANNEL_KINDS for key in content):
         return dict(content)
+    if kind == "webhook" and "url" in content:
+        body = content.get("body")
+        text = body if isinstance(body, str) else jsonio.dumps_text(body)
+        if "endraw" not in text:
+            text = "{% raw %}" + text + "{% endraw %}"
+        return {"webhook": {"body": text}}
     return {kind: dict(content)}
 
 

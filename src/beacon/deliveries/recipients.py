@@ -4,8 +4,9 @@ Email goes to the profile's `email` identity, else its `email` trait (named by t
 trait, or `first_name` and `last_name`); SMS to its `phone` identity or trait (E.164); Web
 Push to the subscription in its `push_subscription` trait (the browser's `toJSON()`); FCM to
 its `fcm_token` identity or trait; a webhook message to the endpoint its context names
-(`context.endpoint_id`). The capture channel needs the same address as the channel it stands
-in for: what it keeps is what would have gone out, to whom.
+(`context.endpoint_id`), or, for a journey's webhook step, to the URL its content names. The
+capture channel needs the same address as the channel it stands in for: what it keeps is what
+would have gone out, to whom.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ async def recipient_for(
     traits: Mapping[str, Any],
     identities: Mapping[str, str],
     context: Mapping[str, Any],
+    content: Mapping[str, Any] | None = None,
 ) -> Found:
     """Return the recipient of a `kind` message sent through `channel`, or why there is none."""
     try:
@@ -66,6 +68,8 @@ async def recipient_for(
             return PhoneNumber(number), number
         if kind == "push":
             return _push(channel, traits, identities)
+        if content is not None and "url" in content:
+            return await _call(sql, content)
         return await _endpoint(sql, context)
     except ValueError as error:
         return f"no recipient: {error}"
@@ -92,6 +96,19 @@ async def _endpoint(sql: Sql, context: Mapping[str, Any]) -> Found:
         return f"no recipient: no enabled webhook endpoint {endpoint_id!r}"
     secrets = signing_secrets(db_json(rows[0][1]), now=datetime.now(UTC))
     return WebhookEndpoint(str(rows[0][0]), secrets), None
+
+
+async def _call(sql: Sql, content: Mapping[str, Any]) -> Found:
+    """A journey's call of a URL: signed with the secrets of the endpoint of that URL, if
+    there is one."""
+    url, method = str(content["url"]), str(content.get("method") or "POST").upper()
+    if method != "POST":
+        return f"no recipient: a webhook call is a POST, not a {method}"
+    rows = await sql.fetch("SELECT secrets FROM webhook_endpoints WHERE url = ? AND enabled", url)
+    secrets = signing_secrets(db_json(rows[0][0]), now=datetime.now(UTC)) if rows else ()
+    raw = content.get("headers")
+    headers = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
+    return WebhookEndpoint(url, secrets, headers), None
 
 
 def _text(value: Any) -> str | None:

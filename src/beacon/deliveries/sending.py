@@ -178,6 +178,7 @@ class Preparer:
             traits=profile.traits,
             identities=identities,
             context=_mapping(request.variables.get("context")),
+            content=request.content,
         )
         if isinstance(found, str):
             await instances.settle(tx, instance, status="skipped", reason=found)

@@ -128,10 +128,12 @@ class DeviceToken:
 
 @dataclass(frozen=True, slots=True)
 class WebhookEndpoint:
-    """A customer's webhook URL with its active signing secrets (the first is the newest)."""
+    """A customer's webhook URL with its active signing secrets (the first is the newest; none:
+    the call is not signed) and headers of its own (a journey's webhook step sets some)."""
 
     url: str
     secrets: tuple[str, ...] = field(repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)

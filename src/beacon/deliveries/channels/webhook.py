@@ -2,7 +2,8 @@
 
 The URL is the customer's, so the post goes through the outbound checks (no internal
 addresses, redirects checked too). `webhook-id` is the delivery id, the same on every retry;
-the timestamp and signatures are made per attempt. 2xx is accepted; 410 Gone fails for good;
+the timestamp and signatures are made per attempt (an endpoint without secrets, a journey's
+call of a URL of its own, is not signed). 2xx is accepted; 410 Gone fails for good;
 every other answer, and no answer, fails for now and the retry policy decides.
 """
 
@@ -52,16 +53,17 @@ class WebhookChannel:
             return SendResult.permanent(wrong)
         assert isinstance(recipient, WebhookEndpoint)
         body = rendered.parts["body"].encode()
-        try:
-            signer = WebhookSigner(secrets=recipient.secrets)
-        except ValueError as error:
-            return SendResult.permanent(f"the endpoint cannot be signed for: {error}")
-        headers = {
-            **signer.headers(
+        signed = {"webhook-id": rendered.delivery_id}
+        if recipient.secrets:
+            try:
+                signer = WebhookSigner(secrets=recipient.secrets)
+            except ValueError as error:
+                return SendResult.permanent(f"the endpoint cannot be signed for: {error}")
+            signed = signer.headers(
                 webhook_id=rendered.delivery_id, timestamp=self._clock.now(), body=body
-            ),
-            "Content-Type": "application/json",
-        }
+            )
+        # The endpoint's own headers first: they cannot replace the signature or the type.
+        headers = {**recipient.headers, **signed, "Content-Type": "application/json"}
         try:
             response = await self._outbound.post(recipient.url, content=body, headers=headers)
         except OutboundError as error:
