@@ -1,6 +1,6 @@
-"""Deliveries: the building blocks of sending a message, each pure or with one small transport.
+"""Deliveries: messaging, from a delivery request to the message's fate reported back.
 
-The delivery worker (not built yet) renders, signs, sends and retries with these:
+The building blocks, each pure or with one small transport:
 
 - `templates`: sandboxed Jinja2 templates with per-channel parts, checked when saved
   (`parse_template`) and rendered per send (`render`), a missing value failing the render;
@@ -12,7 +12,13 @@ The delivery worker (not built yet) renders, signs, sends and retries with these
   resolution and on every redirect;
 - `signing`: Standard Webhooks signatures (`webhook-id`, `webhook-timestamp`,
   `webhook-signature`) with several secrets during a rotation;
-- `activity`: the eSputnik message-activity webhook format, its batches and status filters;
+- `activity`: the eSputnik message-activity webhook format and its status filters;
 - `channels`: email (SMTP), SMS (Twilio's REST format), push (Web Push with VAPID, FCM HTTP v1),
   webhook and capture, behind one `Channel.send`, in an explicit registry.
+
+The integration: `requests` (the delivery request, where journeys and back-ends hand over),
+`library` (templates and messages), `worker` with `sending`, `recipients`, `instances`,
+`leases`, `contacts`, `suppression` (the delivery worker), `feedback` and `tracking_routes`
+(what comes back), `webhooks` (activity and event webhooks), `service`, `queries`, `routes`
+(the admin API), `erasure`. See docs/architecture.md, Messaging.
 """
