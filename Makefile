@@ -42,6 +42,7 @@ bench: install-dev
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/import.py
 	$(BIN)/python bench/timers.py
+	$(BIN)/python bench/segments.py
 	$(BIN)/python bench/journeys.py
 	$(BIN)/python bench/deliveries.py
 
