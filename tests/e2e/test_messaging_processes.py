@@ -6,9 +6,11 @@ the real HTTP endpoints record the system events, and the clicker enters a segme
 who clicked; a local HTTP server gets the activity as eSputnik arrays whose signatures verify
 with `standardwebhooks`.
 
-On PostgreSQL and Redis (`beacon serve` + `beacon worker deliveries`): the delivery worker is
-killed with SIGKILL while it has messages in flight (the SMTP server holds them); a new worker
-sends what was left and nothing twice.
+On PostgreSQL and Redis (`beacon serve` + `beacon worker`): the delivery worker is killed with
+SIGKILL while it has messages in flight (the SMTP server holds them); a new worker sends what
+was left and nothing twice. Activity webhooks reach a receiver that is down for a while (the
+test clock moved through the retry schedule), one that answers 500 then 200, and one that
+times out, every element once per webhook id.
 """
 
 from __future__ import annotations
@@ -20,19 +22,22 @@ import signal
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
+from aiohttp import web
 
-from tests.beacon_process import BeaconProcess
+from tests.beacon_process import BeaconProcess, free_port
 from tests.conftest import NO_REDIS, REDIS_URL, new_postgres_database
 from tests.e2e.test_timers_processes import delete_redis_keys, wait_for_workers
-from tests.integration.test_delivery_outbound import running_receiver
+from tests.integration.test_delivery_outbound import Receiver, running_receiver
 from tests.messaging_driver import (
     MessagingDriver,
     check_esputnik,
     html_part,
+    receiver_on,
     smtp_mailbox,
     smtp_settings,
     verified_elements,
@@ -310,3 +315,94 @@ async def test_a_delivery_worker_killed_mid_batch_loses_nothing_and_sends_nothin
     interrupted = [d for d in finals if any(s["status"] == "interrupted" for s in d["timeline"])]
     assert interrupted, "no message was in flight when the worker was killed"
     assert all(d["attempts"] == 2 for d in interrupted)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_activity_reaches_receivers_that_are_down_failing_or_slow_once_per_webhook_id(
+    scale_out_url: str, tmp_path: Path
+) -> None:
+    sends = 6
+    prefix = f"beacon-messaging-e2e-{uuid.uuid4().hex}"
+    down_port = free_port()
+    async with (
+        smtp_mailbox() as mailbox,
+        running_receiver() as failing,
+        running_receiver() as slow,
+    ):
+        failing.answer(500, "broken")
+        failing.answer(500, "still broken")
+
+        async def too_slow(request: web.Request) -> web.StreamResponse:
+            await asyncio.sleep(3)
+            return web.Response(text="late")
+
+        slow.answer_with(too_slow)
+        settings = messaging_settings(
+            mailbox.port, bus_url=REDIS_URL or "", bus_prefix=prefix, webhook_timeout_seconds="1"
+        )
+        settings["delivery_channels"] = "{}"  # capture: each send is one DELIVERED activity
+        beacon = BeaconProcess.on(
+            scale_out_url, tmp_path, admin_token=ADMIN_TOKEN, settings=settings
+        )
+        beacon.env["BEACON_PUBLIC_URL"] = beacon.url
+        down = Receiver()
+        try:
+            beacon.cli("migrate")
+            await beacon.astart()
+            beacon.spawn("worker", log="worker-0.log")
+            await asyncio.to_thread(wait_for_workers, beacon, ["worker-0.log"])
+            async with httpx.AsyncClient(base_url=beacon.url, timeout=60) as http:
+                api = MessagingDriver(http, ADMIN)
+                endpoints = {
+                    name: await api.endpoint(url)
+                    for name, url in (
+                        ("down", f"http://127.0.0.1:{down_port}/hook"),
+                        ("failing", failing.url()),
+                        ("slow", slow.url()),
+                    )
+                }
+                message_id = await api.message("note", ORDER)
+                ids = [
+                    await api.send(
+                        message_id, {"email": f"r{n}@example.com"}, params={"order_id": n}
+                    )
+                    for n in range(sends)
+                ]
+                instances = {(await api.settled(i))["message_instance_id"] for i in ids}
+
+                async def tried(endpoint_id: str, attempts: int) -> bool:
+                    page = await api.call("GET", f"/api/webhooks/{endpoint_id}/messages")
+                    items = page["items"]
+                    return sum(m["item_count"] for m in items) == sends and all(
+                        m["attempts"] >= attempts and m["status"] != "sending" for m in items
+                    )
+
+                down_id = endpoints["down"][0]
+                await wait_until(partial(tried, down_id, 1), what="the first attempts")
+                for attempt, step in enumerate((6, 330, 1980), start=2):
+                    await api.advance(step)
+                    await wait_until(partial(tried, down_id, attempt), what=f"attempt {attempt}")
+                async with receiver_on(down_port, down):
+                    await api.advance(7920)
+
+                    async def all_delivered() -> bool:
+                        for endpoint_id, _ in endpoints.values():
+                            page = await api.call("GET", f"/api/webhooks/{endpoint_id}/messages")
+                            if {m["status"] for m in page["items"]} != {"delivered"}:
+                                return False
+                        return True
+
+                    await wait_until(all_delivered, what="every endpoint's activity delivered")
+        finally:
+            beacon.kill_all()
+            await delete_redis_keys(prefix)
+
+    for name, receiver in (("down", down), ("failing", failing), ("slow", slow)):
+        elements = verified_elements(receiver, endpoints[name][1])
+        ids_per_instance: dict[int, set[str]] = {}
+        for webhook_id, element in elements:
+            check_esputnik(element)
+            ids_per_instance.setdefault(element["messageInstanceId"], set()).add(webhook_id)
+        assert set(ids_per_instance) == instances, name
+        assert all(len(w) == 1 for w in ids_per_instance.values()), (name, ids_per_instance)
