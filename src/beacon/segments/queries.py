@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from beacon.segments import attribute_state, states
-from beacon.segments.catalog import Fetch, as_json, load_catalog, segment_rule
+from beacon.segments.catalog import Fetch, SegmentRule, as_json, load_catalog
 from beacon.segments.evaluator import evaluate
 from beacon.segments.membership import load_people
 from beacon.storage.database import utc
@@ -155,17 +155,10 @@ async def profile_history(fetch: Fetch, profile_id: str, *, limit: int) -> list[
 
 
 async def preview(
-    fetch: Fetch, rule_json: Any, attributes: list[Any], *, now: datetime, sample: int
+    fetch: Fetch, rule: SegmentRule, *, now: datetime, sample: int
 ) -> tuple[int, list[str]]:
-    """How many profiles the rule selects now, from their whole stored history, and some ids."""
-    rule = segment_rule(
-        segment_id="preview",
-        name="preview",
-        version=0,
-        readable=False,
-        rule_json=rule_json,
-        attributes=attributes,
-    )
+    """How many profiles the rule selects now, from their whole stored history, and some ids
+    (profile by profile; `sql_build.preview` on PostgreSQL)."""
     definitions = {n.key: n.definition for n in rule.names.values()}
     types = {t for d in definitions.values() for t in d.event_types}
     count, after = 0, ""

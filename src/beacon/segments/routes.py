@@ -21,8 +21,8 @@ from beacon.deps import AdminAuth, ClockDep, SessionDep, WriterDep
 from beacon.identity import service as identity_service
 from beacon.identity.sections import ProfileSections
 from beacon.platform import Platform
-from beacon.segments import queries, service
-from beacon.segments.catalog import Fetch
+from beacon.segments import queries, service, sql_build
+from beacon.segments.catalog import Fetch, segment_rule
 from beacon.segments.schemas import (
     AttributeOut,
     MemberPage,
@@ -172,9 +172,22 @@ async def preview_segment(data: PreviewIn, writer: WriterDep, clock: ClockDep) -
         used = await writer.run(check)
     except InvalidDefinition as exc:
         raise _refused(exc) from exc
-    count, sample = await queries.preview(
-        _read(writer), data.rule, used, now=clock.now(), sample=data.sample
+    rule = segment_rule(
+        segment_id="preview",
+        name="preview",
+        version=0,
+        readable=False,
+        rule_json=data.rule,
+        attributes=used,
     )
+    if writer.database.dialect == "postgresql" and sql_build.supports(rule):
+        count, sample = await sql_build.preview(
+            writer.database, rule, now=clock.now(), sample=data.sample
+        )
+    else:
+        count, sample = await queries.preview(
+            _read(writer), rule, now=clock.now(), sample=data.sample
+        )
     return PreviewOut(count=count, sample=sample)
 
 

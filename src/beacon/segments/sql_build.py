@@ -334,6 +334,22 @@ async def build(
         progress(2, 2)
 
 
+async def preview(
+    database: Any, rule: SegmentRule, *, now: datetime, sample: int
+) -> tuple[int, list[str]]:
+    """How many profiles the version selects now from their whole stored history, and some."""
+    definitions = {n.key: n.definition for n in rule.names.values()}
+    statement = Statement(definitions, rule.rule, now=now, before=now)
+    limit = statement.c.arg(sample, "::int")
+    row = await database.pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE member),"
+        f" (array_agg(profile_id ORDER BY profile_id) FILTER (WHERE member))[1:{limit}]"
+        f" FROM ({statement.select()}) AS built",
+        *statement.c.args,
+    )
+    return int(row[0]), list(row[1] or [])
+
+
 async def _write(
     conn: Any, build: recompute.SegmentBuild, statement: Statement, now: datetime
 ) -> None:
