@@ -55,19 +55,22 @@ async def lower(tx: Tx, moments: Mapping[str, datetime]) -> None:
     """Make each profile's timer due no later than its moment (profile id → moment)."""
     keys = {timer_key(p): at for p, at in moments.items()}
     pending, held = await _pending(tx, sorted(keys))
+    new = []
     for key, at in keys.items():
         if key in held:
             continue
         if key not in pending:
-            await store.schedule(tx, key=key, kind=KIND, run_at=at)
+            new.append(store.Timer(key, KIND, at))
         elif at < pending[key]:
             await store.reschedule(tx, key=key, run_at=at)
+    await store.schedule_many(tx, new)
 
 
 async def set_exactly(tx: Tx, moments: Mapping[str, datetime | None]) -> None:
     """Make each profile's timer due exactly at its moment (None: no timer)."""
     keys = {timer_key(p): at for p, at in moments.items()}
     pending, held = await _pending(tx, sorted(keys))
+    new = []
     for key, at in keys.items():
         if key in held:
             continue
@@ -75,9 +78,10 @@ async def set_exactly(tx: Tx, moments: Mapping[str, datetime | None]) -> None:
             if key in pending:
                 await store.cancel(tx, key=key)
         elif key not in pending:
-            await store.schedule(tx, key=key, kind=KIND, run_at=at)
+            new.append(store.Timer(key, KIND, at))
         elif pending[key] != at:
             await store.reschedule(tx, key=key, run_at=at)
+    await store.schedule_many(tx, new)
 
 
 async def cancel(tx: Tx, profile_ids: list[str]) -> None:
