@@ -249,8 +249,9 @@ class _GroupReader:
             count=self.bus.batch_size,
             block=self.bus.block_ms,
         )
-        for stream, entries in _stream_batches(response):
-            await self.deliver(stream, entries)
+        # Every partition read at once goes to the handler as one batch (one transaction of
+        # the consumer's, not one per partition); each stream's entries stay in their order.
+        await self.deliver(list(_stream_batches(response)))
 
     async def reclaim(self, stream: str, min_idle_ms: int, stop: asyncio.Event) -> None:
         """Claim and deliver the stream's entries pending for at least `min_idle_ms`, in order."""
@@ -273,7 +274,7 @@ class _GroupReader:
                     stream=stream,
                     count=len(entries),
                 )
-                delivered = await self.deliver(stream, entries)
+                delivered = await self.deliver([(stream, entries)])
             if cursor in (b"0-0", "0-0"):
                 break
         if delivered and stream in self.paused and not await self.has_pending(stream):
@@ -308,45 +309,57 @@ class _GroupReader:
         )
         return bool(pending)
 
-    async def deliver(self, stream: str, entries: Iterable[Entry | tuple[None, None]]) -> bool:
-        """Hand one stream's entries to the handler in order; ack them if it returns."""
+    async def deliver(
+        self, batches: Sequence[tuple[str, Iterable[Entry | tuple[None, None]]]]
+    ) -> bool:
+        """Hand the streams' entries to the handler in one call, each stream's in order; ack
+        them if it returns."""
         envelopes: list[Envelope] = []
-        handled_ids: list[bytes] = []
-        undecodable_ids: list[bytes] = []
-        for entry_id, fields in entries:
-            if entry_id is None or fields is None:
-                continue  # deleted from the stream since it was read
-            try:
-                envelopes.append(_decode(fields))
-                handled_ids.append(entry_id)
-            except (KeyError, TypeError, ValueError):
-                log.exception(
-                    "bus_message_undecodable",
-                    subscriber=self.group,
-                    stream=stream,
-                    entry_id=entry_id.decode(),
-                )
-                undecodable_ids.append(entry_id)
-        if undecodable_ids:
-            await self.redis.xack(stream, self.group, *undecodable_ids)
+        acks: dict[str, list[bytes]] = {}
+        for stream, entries in batches:
+            handled_ids: list[bytes] = []
+            undecodable_ids: list[bytes] = []
+            for entry_id, fields in entries:
+                if entry_id is None or fields is None:
+                    continue  # deleted from the stream since it was read
+                try:
+                    envelopes.append(_decode(fields))
+                    handled_ids.append(entry_id)
+                except (KeyError, TypeError, ValueError):
+                    log.exception(
+                        "bus_message_undecodable",
+                        subscriber=self.group,
+                        stream=stream,
+                        entry_id=entry_id.decode(),
+                    )
+                    undecodable_ids.append(entry_id)
+            if undecodable_ids:
+                await self.redis.xack(stream, self.group, *undecodable_ids)
+            if handled_ids:
+                acks[stream] = handled_ids
         if not envelopes:
             return True
         # Paused until acknowledged, so an ack lost to a dropped connection also keeps the order.
-        was_paused = stream in self.paused
-        self.paused.add(stream)
+        already_paused = self.paused & acks.keys()
+        self.paused.update(acks)
         try:
             await self.subscription.handler(envelopes)
         except DeliveryAbandoned:
-            log.info("bus_delivery_abandoned", subscriber=self.group, stream=stream)
+            log.info("bus_delivery_abandoned", subscriber=self.group, streams=sorted(acks))
             return False
         except Exception:
             log.exception(
-                "bus_handler_failed", subscriber=self.group, stream=stream, count=len(envelopes)
+                "bus_handler_failed",
+                subscriber=self.group,
+                streams=sorted(acks),
+                count=len(envelopes),
             )
             return False
-        await self.redis.xack(stream, self.group, *handled_ids)
-        if not was_paused:
-            self.paused.discard(stream)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, ids in acks.items():
+                pipe.xack(stream, self.group, *ids)
+            await pipe.execute()
+        self.paused -= acks.keys() - already_paused
         return True
 
 
