@@ -298,7 +298,10 @@ def membership_latency(
 
 
 def history(profiles: int, first: int, count: int, now: datetime) -> Iterator[tuple[Any, ...]]:
-    """Events `first`..`first+count` of the history: (id, occurred_at, type, profile, props)."""
+    """Events `first`..`first+count` of the history: (id, occurred_at, received_at, type,
+    profile, props). They were received long enough ago to count as counted (see
+    `states.history`): a live consumer never saw them."""
+    received = now - timedelta(days=30)
     rng = random.Random(first)
     for n in range(first, first + count):
         kind = TYPES[0] if rng.random() < 0.2 else rng.choice(TYPES[1:])
@@ -331,8 +334,8 @@ def load_history(store: Store, profiles: int) -> float:
                     " profile_id, properties, context, valid, imported)"
                     " VALUES (?, ?, ?, ?, 'bench', ?, ?, '{}', 1, 1)",
                     (
-                        (i, sqlite_time(at), sqlite_time(at), kind, p, props)
-                        for i, at, kind, p, props in history(
+                        (i, sqlite_time(at), sqlite_time(got), kind, p, props)
+                        for i, at, got, kind, p, props in history(
                             profiles, first, min(LOAD_CHUNK, total - first), now
                         )
                     ),
@@ -355,8 +358,8 @@ def load_history(store: Store, profiles: int) -> float:
             await conn.copy_records_to_table(
                 "events",
                 records=[
-                    (i, at, at, kind, "bench", p, props, "{}", True, True)
-                    for i, at, kind, p, props in history(
+                    (i, at, got, kind, "bench", p, props, "{}", True, True)
+                    for i, at, got, kind, p, props in history(
                         profiles, first, min(LOAD_CHUNK, total - first), now
                     )
                 ],

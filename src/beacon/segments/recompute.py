@@ -205,32 +205,29 @@ async def flip(tx: Tx, build: SegmentBuild) -> bool:
     history = (
         "INSERT INTO segment_history (id, segment_id, segment_name, profile_id, version, change,"
         f" at, imported, event_id) SELECT {RANDOM_ID[tx.dialect]}, ?, ?, m.profile_id, ?, ?, ?,"
-        f" ?, NULL FROM segment_members m WHERE m.segment_id = ? AND m.version = ?"
-        f" AND NOT EXISTS ({others})"
+        " ?, NULL FROM segment_members m WHERE m.segment_id = ? AND m.version = ?"
     )
-    await sql.execute(history, sid, build.name, new, "entered", tx.now, False, sid, new, sid, old)
-    await sql.execute(history, sid, build.name, new, "exited", tx.now, False, sid, old, sid, new)
-    await sql.execute(
-        "UPDATE segment_members SET since = ? WHERE segment_id = ? AND version = ?"
-        f" AND NOT EXISTS ({others.replace('m.profile_id', 'segment_members.profile_id')})",
-        tx.now,
-        sid,
-        new,
-        sid,
-        old,
-    )
-    await sql.execute(
-        "UPDATE segment_members SET since = (SELECT o.since FROM segment_members o"
-        " WHERE o.segment_id = ? AND o.version = ? AND o.profile_id = segment_members.profile_id)"
-        " WHERE segment_id = ? AND version = ?"
-        f" AND EXISTS ({others.replace('m.profile_id', 'segment_members.profile_id')})",
-        sid,
-        old,
-        sid,
-        new,
-        sid,
-        old,
-    )
+    if old == 0:  # a first version: everyone in it enters
+        await sql.execute(history, sid, build.name, new, "entered", tx.now, False, sid, new)
+    else:
+        history += f" AND NOT EXISTS ({others})"
+        await sql.execute(
+            history, sid, build.name, new, "entered", tx.now, False, sid, new, sid, old
+        )
+        await sql.execute(
+            history, sid, build.name, new, "exited", tx.now, False, sid, old, sid, new
+        )
+        # Members staying keep the time they entered; those entering keep the time their
+        # build found them in.
+        await sql.execute(
+            "UPDATE segment_members SET since = o.since FROM segment_members o"
+            " WHERE segment_members.segment_id = ? AND segment_members.version = ?"
+            " AND o.segment_id = ? AND o.version = ? AND o.profile_id = segment_members.profile_id",
+            sid,
+            new,
+            sid,
+            old,
+        )
     await sql.execute("DELETE FROM segment_members WHERE segment_id = ? AND version < ?", sid, new)
     await sql.execute(
         "UPDATE segments SET readable_version = ?, run_owner = NULL, run_until = NULL,"

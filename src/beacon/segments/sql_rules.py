@@ -83,7 +83,11 @@ class Compiler:
 
     def amount(self, x: str) -> str:
         """What sum, average, min and max read (`values.read_amount`), else NULL."""
-        n = self.number(x)
+        return self.rounded(self.number(x))
+
+    @staticmethod
+    def rounded(n: str) -> str:
+        """A number as an amount: under 10^18 in size, rounded half to even to 9 places."""
         scaled = f"({n} * 1000000000)"
         half_even = (
             f"CASE WHEN abs({scaled} - trunc({scaled})) = 0.5 AND mod(trunc({scaled}), 2) = 0"
