@@ -310,6 +310,7 @@ def history(profiles: int, first: int, count: int, now: datetime) -> Iterator[tu
         yield (
             f"e{n:09d}",
             at,
+            min(at, received),
             kind,
             f"profile-{n // EVENTS_PER_PROFILE:08d}",
             orjson.dumps(properties).decode(),
