@@ -32,16 +32,15 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +48,21 @@ import httpx
 import orjson
 from aiohttp import web
 from aiosmtpd.smtp import SMTP
-from redis.asyncio import Redis
 
 from processes import beacon_cli, beacon_env, free_port, progress
 from verdicts import (
-    PostgresUnreachable,
+    Figures,
     Verdicts,
+    add_backend_argument,
     check,
+    chosen,
+    configured_redis_url,
+    delete_redis_keys,
     fetch_value,
-    run_verdicts,
-    scratch_database,
+    load_average,
+    run_and_report,
+    run_on_scratch_postgres,
+    run_on_scratch_sqlite,
 )
 
 EVENTS = 20_000
@@ -73,7 +77,6 @@ DRAIN_S = 600.0
 POLL_S = 0.1
 MIN_WEBHOOK_ELEMENTS_PER_S = 2000.0
 CACHE_S = 2.5  # longer than the endpoints cache's lifetime (BEACON_CACHE_TTL_SECONDS, 2)
-DEFAULT_POSTGRES_URL = "postgresql://127.0.0.1:5432/test"
 ADMIN_TOKEN = uuid.uuid4().hex
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FORWARDED = "bench.forwarded"
@@ -472,7 +475,7 @@ def spread(values: list[float]) -> dict[str, float]:
 
 async def bench_backend(
     database_url: str, workdir: Path, redis_url: str | None, args: argparse.Namespace
-) -> dict[str, Any]:
+) -> Figures:
     async with receivers() as (receiver, mailbox):
         env = beacon_env(database_url, admin_token=ADMIN_TOKEN)
         prefix = f"beacon-bench-{uuid.uuid4().hex[:12]}"
@@ -495,7 +498,7 @@ async def bench_backend(
             env.update(BEACON_BUS_URL=redis_url, BEACON_BUS_PREFIX=prefix)
         progress("beacon migrate")
         beacon_cli(["migrate"], env=env, cwd=workdir)
-        load_before = os.getloadavg()
+        load_before = load_average()
         deployment = Deployment(env, workdir, redis=redis_url is not None)
         single = Deployment(
             {**env, "BEACON_WEBHOOK_BATCH_MAX_ITEMS": "1"}, workdir, redis=redis_url is not None
@@ -542,53 +545,26 @@ async def bench_backend(
         "emails": mail,
         "latency": late,
         "duplicate_emails": mailbox.duplicates,
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
     }
 
 
-async def delete_redis_keys(url: str, prefix: str) -> None:
-    client = Redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
-def bench_sqlite(args: argparse.Namespace) -> dict[str, Any]:
+def bench_sqlite(args: argparse.Namespace) -> Figures:
     progress("SQLite: beacon serve sends")
-    with tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp:
-        url = f"sqlite:///{Path(tmp) / 'beacon.db'}"
-        return asyncio.run(bench_backend(url, Path(tmp), None, args))
-
-
-def bench_postgres(args: argparse.Namespace) -> dict[str, Any]:
-    admin_url = (
-        os.environ.get("BEACON_BENCH_POSTGRES_URL")
-        or os.environ.get("BEACON_TEST_POSTGRES_URL")
-        or DEFAULT_POSTGRES_URL
+    return run_on_scratch_sqlite(
+        lambda url, workdir: asyncio.run(bench_backend(url, workdir, None, args))
     )
-    redis_url = os.environ.get("BEACON_BENCH_REDIS_URL") or os.environ.get("BEACON_TEST_REDIS_URL")
+
+
+def bench_postgres(args: argparse.Namespace) -> Figures:
+    redis_url = configured_redis_url()
     if redis_url is None:
         return {"skipped": "no Redis (BEACON_BENCH_REDIS_URL or BEACON_TEST_REDIS_URL)"}
-    try:
-        with (
-            scratch_database(admin_url) as url,
-            tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp,
-        ):
-            progress(f"PostgreSQL + Redis: database {url.rpartition('/')[2]}")
-            return asyncio.run(bench_backend(url, Path(tmp), redis_url, args))
-    except PostgresUnreachable as exc:
-        progress(f"skipping PostgreSQL: {exc}")
-        return {"skipped": str(exc)}
-
-
-BACKENDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
-    "sqlite": bench_sqlite,
-    "postgres": bench_postgres,
-}
+    progress("PostgreSQL + Redis: beacon serve and beacon worker send")
+    return run_on_scratch_postgres(
+        lambda url, workdir: asyncio.run(bench_backend(url, workdir, redis_url, args))
+    )
 
 
 def targets(name: str, figures: dict[str, Any]) -> Verdicts:
@@ -608,7 +584,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--emails", type=int, default=EMAILS, help="emails sent")
     parser.add_argument("--rate", type=int, default=RATE, help="sends per second, latency")
     parser.add_argument("--seconds", type=float, default=SECONDS, help="length of the latency run")
-    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    add_backend_argument(parser)
     args = parser.parse_args(argv)
     if min(args.events, args.single, args.emails, args.rate) < 1 or not 1 <= args.seconds <= 600:
         parser.error("counts and --rate must be positive, --seconds in [1, 600]")
@@ -617,31 +593,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    backends: dict[str, dict[str, Any]] = {}
-    try:
-        for name in list(BACKENDS) if args.backend == "all" else [args.backend]:
-            try:
-                backends[name] = BACKENDS[name](args)
-            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-                progress(f"{name} failed: {exc}")
-                backends[name] = {"failed": str(exc)[-2000:]}
-    except KeyboardInterrupt:
-        progress("interrupted; the processes were stopped")
-        return 130
-    checks = run_verdicts(backends, targets)
-    report = {
-        "benchmark": "deliveries: webhook deliveries and emails per second, send-to-arrival time",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "config": vars(args),
-        "backends": backends,
-        "targets": checks,
-        "pass": bool(checks) and all(c["pass"] is True for c in checks.values()),
-    }
-    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    broken = [
-        k for k, c in checks.items() if k.endswith(("_ran", "_duplicate_email")) and not c["pass"]
-    ]
-    return 1 if broken else 0
+    return run_and_report(
+        "deliveries: webhook deliveries and emails per second, send-to-arrival time",
+        config=vars(args),
+        runs=chosen(
+            args.backend,
+            sqlite=partial(bench_sqlite, args),
+            postgres=partial(bench_postgres, args),
+        ),
+        targets_of=targets,
+        fatal=("_duplicate_email",),
+    )
 
 
 if __name__ == "__main__":

@@ -16,31 +16,33 @@ is created for the run and dropped after).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import platform
 import random
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from processes import beacon_cli, beacon_env, progress, status_kib
+from timers import Store
 from verdicts import (
-    PostgresUnreachable,
+    Figures,
     Verdicts,
+    add_backend_argument,
     check,
-    fetch_value,
-    run_verdicts,
-    scratch_database,
+    chosen,
+    configured_postgres_url,
+    load_average,
+    run_and_report,
+    run_on_scratch_postgres,
+    run_on_scratch_sqlite,
 )
 
 SOURCE_ID = "bench"
@@ -152,7 +154,7 @@ def timed_import(
         command += ["--batch-size", str(batch_size)]
     log_path = cwd / "import.log"
     peak_kib = 0
-    load_before = os.getloadavg()
+    load_before = load_average()
     with log_path.open("wb") as log:
         started = time.perf_counter()
         process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
@@ -169,77 +171,43 @@ def timed_import(
     return {
         "seconds": round(seconds, 2),
         "peak_rss_mib": round(peak_kib / 1024, 1),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
         "summary": output.strip().splitlines()[-4:],
     }
 
 
 def bench_backend(
-    name: str,
-    *,
-    database_url: str,
-    source: Path,
-    args: argparse.Namespace,
-    count: Callable[[], int],
-) -> dict[str, Any]:
+    name: str, database_url: str, workdir: Path, *, source: Path, args: argparse.Namespace
+) -> Figures:
     events = args.events
-    with tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp:
-        workdir = Path(tmp)
-        env = beacon_env(database_url)
-        progress(f"{name}: beacon migrate, beacon sources create")
-        beacon_cli(["migrate"], env=env, cwd=workdir)
-        beacon_cli(["sources", "create", "history", "--id", SOURCE_ID], env=env, cwd=workdir)
-        data = workdir / source.name
-        os.symlink(source, data)  # the resume state is written next to the file: keep it here
-        progress(f"{name}: beacon import ({events:,} events)")
-        figures = timed_import(data, env=env, cwd=workdir, batch_size=args.batch_size)
-        stored = count()
-        rate = events / figures["seconds"]
-        progress(f"{name}: {rate:,.0f} events/s, peak RSS {figures['peak_rss_mib']} MiB")
-        return {
-            "events": events,
-            "events_stored": stored,
-            "events_per_s": round(rate, 1),
-            **figures,
-        }
+    env = beacon_env(database_url)
+    progress(f"{name}: beacon migrate, beacon sources create")
+    beacon_cli(["migrate"], env=env, cwd=workdir)
+    beacon_cli(["sources", "create", "history", "--id", SOURCE_ID], env=env, cwd=workdir)
+    data = workdir / source.name
+    os.symlink(source, data)  # the resume state is written next to the file: keep it here
+    progress(f"{name}: beacon import ({events:,} events)")
+    figures = timed_import(data, env=env, cwd=workdir, batch_size=args.batch_size)
+    [(stored,)] = Store(database_url).fetch("SELECT count(*) FROM events WHERE imported")
+    rate = events / figures["seconds"]
+    progress(f"{name}: {rate:,.0f} events/s, peak RSS {figures['peak_rss_mib']} MiB")
+    return {
+        "events": events,
+        "events_stored": int(stored),
+        "events_per_s": round(rate, 1),
+        **figures,
+    }
 
 
-def bench_sqlite(source: Path, args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="beacon-bench-db-") as tmp:
-        db = Path(tmp) / "beacon.db"
-
-        def count() -> int:
-            with sqlite3.connect(db) as conn:
-                row = conn.execute("SELECT count(*) FROM events WHERE imported").fetchone()
-                return int(row[0])
-
-        return bench_backend(
-            "sqlite", database_url=f"sqlite:///{db}", source=source, args=args, count=count
-        )
+def bench_sqlite(source: Path, args: argparse.Namespace) -> Figures:
+    return run_on_scratch_sqlite(partial(bench_backend, "sqlite", source=source, args=args))
 
 
-def postgres_admin_url() -> str | None:
-    return os.environ.get("BEACON_BENCH_POSTGRES_URL") or os.environ.get("BEACON_TEST_POSTGRES_URL")
-
-
-def bench_postgres(source: Path, args: argparse.Namespace) -> dict[str, Any]:
-    admin_url = postgres_admin_url()
-    if admin_url is None:
+def bench_postgres(source: Path, args: argparse.Namespace) -> Figures:
+    if configured_postgres_url() is None:
         return {"skipped": "BEACON_BENCH_POSTGRES_URL / BEACON_TEST_POSTGRES_URL is not set"}
-    try:
-        with scratch_database(admin_url) as url:
-            return bench_backend(
-                "postgres",
-                database_url=url,
-                source=source,
-                args=args,
-                count=lambda: int(
-                    asyncio.run(fetch_value(url, "SELECT count(*) FROM events WHERE imported"))
-                ),
-            )
-    except PostgresUnreachable as exc:
-        return {"skipped": str(exc)}
+    return run_on_scratch_postgres(partial(bench_backend, "postgres", source=source, args=args))
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -260,7 +228,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=DEFAULT_EVENTS)
     parser.add_argument("--users", type=int, default=DEFAULT_USERS)
-    parser.add_argument("--backend", choices=["sqlite", "postgres", "all"], default="all")
+    add_backend_argument(parser)
     parser.add_argument(
         "--batch-size", type=int, default=None, help="passed to `beacon import` (default: its own)"
     )
@@ -274,45 +242,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    runs: list[tuple[str, Callable[[Path, argparse.Namespace], dict[str, Any]]]] = []
-    if args.backend in ("sqlite", "all"):
-        runs.append(("sqlite", bench_sqlite))
-    if args.backend in ("postgres", "all"):
-        runs.append(("postgres", bench_postgres))
-    backends: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="beacon-bench-data-") as tmp:
         source = Path(tmp) / "history.ndjson"
         progress(f"generating {args.events:,} events of {args.users:,} people")
         size = generate(source, events=args.events, users=args.users)
         progress(f"  {size / 2**20:,.0f} MiB")
-        for name, run in runs:
-            try:
-                backends[name] = run(source, args)
-            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-                progress(f"{name} failed: {exc}")
-                backends[name] = {"failed": str(exc)[-2000:]}
-    checks = run_verdicts(backends, targets)
-    verdicts = [c["pass"] for c in checks.values()]
-    report = {
-        "benchmark": "beacon import of generated NDJSON server-side events",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-        },
-        "config": {
-            "events": args.events,
-            "users": args.users,
-            "file_mib": round(size / 2**20),
-            "batch_size": args.batch_size or "the command's default",
-        },
-        "backends": backends,
-        "targets": checks,
-        "pass": bool(verdicts) and all(v is True for v in verdicts),
-    }
-    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    broken = [k for k, c in checks.items() if k.endswith(("_ran", "_all_stored")) and not c["pass"]]
-    return 1 if broken else 0
+        return run_and_report(
+            "beacon import of generated NDJSON server-side events",
+            config={
+                "events": args.events,
+                "users": args.users,
+                "file_mib": round(size / 2**20),
+                "batch_size": args.batch_size or "the command's default",
+            },
+            runs=chosen(
+                args.backend,
+                sqlite=partial(bench_sqlite, source, args),
+                postgres=partial(bench_postgres, source, args),
+            ),
+            targets_of=targets,
+            fatal=("_all_stored",),
+        )
 
 
 if __name__ == "__main__":

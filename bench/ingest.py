@@ -31,16 +31,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import re
 import signal
-import subprocess
 import sys
-import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +63,16 @@ from processes import (
     running_server,
     status_kib,
 )
-from verdicts import PostgresUnreachable, Verdicts, check, run_verdicts, scratch_database
+from verdicts import (
+    Figures,
+    Verdicts,
+    add_backend_argument,
+    check,
+    chosen,
+    run_and_report,
+    run_on_scratch_postgres,
+    run_on_scratch_sqlite,
+)
 
 SOURCE_ID = "bench"
 EVENTS_PER_REQUEST = 2
@@ -77,7 +82,6 @@ CONNECTIONS_PER_PROCESS = 64
 POISON_RPS = 25.0
 POISON_SLICES = 4
 MIN_POISON_RATIO = 0.9
-DEFAULT_POSTGRES_URL = "postgresql://127.0.0.1:5432/test"
 
 # The targets: events/s per backend, and the half-rate p99 on SQLite only.
 MIN_EVENTS_PER_S = {"sqlite": 7000.0, "postgres": 10000.0}
@@ -221,14 +225,14 @@ async def compare_with_poison(
 
 
 def bench_backend(
-    *,
     database_url: str,
     workdir: Path,
+    *,
     workers: int,
     api: Api,
     args: argparse.Namespace,
     runner: asyncio.Runner,
-) -> dict[str, Any]:
+) -> Figures:
     admin_token = uuid.uuid4().hex
     env = beacon_env(database_url, admin_token=admin_token)
     progress("beacon migrate")
@@ -259,43 +263,18 @@ def bench_backend(
     }
 
 
-def bench_sqlite(api: Api, args: argparse.Namespace, runner: asyncio.Runner) -> dict[str, Any]:
+def bench_sqlite(api: Api, args: argparse.Namespace, runner: asyncio.Runner) -> Figures:
     progress("SQLite: one server process, default settings")
-    with tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp:
-        workdir = Path(tmp)
-        url = f"sqlite:///{workdir / 'beacon.db'}"
-        return bench_backend(
-            database_url=url, workdir=workdir, workers=1, api=api, args=args, runner=runner
-        )
-
-
-def postgres_admin_url() -> str:
-    return (
-        os.environ.get("BEACON_BENCH_POSTGRES_URL")
-        or os.environ.get("BEACON_TEST_POSTGRES_URL")
-        or DEFAULT_POSTGRES_URL
+    return run_on_scratch_sqlite(
+        partial(bench_backend, workers=1, api=api, args=args, runner=runner)
     )
 
 
-def bench_postgres(api: Api, args: argparse.Namespace, runner: asyncio.Runner) -> dict[str, Any]:
-    try:
-        with (
-            scratch_database(postgres_admin_url()) as url,
-            tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp,
-        ):
-            progress(f"PostgreSQL: database {url.rpartition('/')[2]}, two server processes")
-            return bench_backend(
-                database_url=url, workdir=Path(tmp), workers=2, api=api, args=args, runner=runner
-            )
-    except PostgresUnreachable as exc:
-        progress(f"skipping PostgreSQL: {exc}")
-        return {"skipped": str(exc)}
-
-
-BACKENDS: dict[str, Callable[[Api, argparse.Namespace, asyncio.Runner], dict[str, Any]]] = {
-    "sqlite": bench_sqlite,
-    "postgres": bench_postgres,
-}
+def bench_postgres(api: Api, args: argparse.Namespace, runner: asyncio.Runner) -> Figures:
+    progress("PostgreSQL: two server processes")
+    return run_on_scratch_postgres(
+        partial(bench_backend, workers=2, api=api, args=args, runner=runner)
+    )
 
 
 def run_name(backend: str, protocol: str) -> str:
@@ -345,7 +324,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"concurrent virtual clients (default {CONNECTIONS_PER_PROCESS} per server process)",
     )
-    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    add_backend_argument(parser)
     parser.add_argument("--protocol", choices=[*APIS, "all"], default="all")
     args = parser.parse_args(argv)
     if not 0 < args.duration <= 600:
@@ -361,46 +340,36 @@ def main(argv: list[str] | None = None) -> int:
     # stops its servers on the way out; asyncio.Runner turns SIGINT into a clean cancellation.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
-    backend_names = list(BACKENDS) if args.backend == "all" else [args.backend]
+    benches = chosen(args.backend, sqlite=bench_sqlite, postgres=bench_postgres)
     protocols = list(APIS) if args.protocol == "all" else [args.protocol]
-    backends: dict[str, dict[str, Any]] = {}
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            for backend in backend_names:
-                for protocol in protocols:
-                    name = run_name(backend, protocol)
-                    try:
-                        figures = BACKENDS[backend](APIS[protocol], args, runner)
-                    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-                        progress(f"{name} failed: {exc}")
-                        figures = {"failed": str(exc)[-2000:]}
-                    backends[name] = {"backend": backend, "protocol": protocol, **figures}
-    except KeyboardInterrupt:
-        progress("interrupted; the servers were stopped")
-        return 130
-    checks = run_verdicts(backends, targets)
-    verdicts = [c["pass"] for c in checks.values()]
-    report = {
-        "benchmark": (
-            "ingest, 2 events per request: POST /track with the payload of the Tracardi"
-            " reference, POST /v1/batch with 2 Segment track calls"
-        ),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "config": {
-            "duration_s": args.duration,
-            "warmup_s": WARMUP_S,
-            "connections": args.connections or f"{CONNECTIONS_PER_PROCESS} per server process",
-            "events_per_request": EVENTS_PER_REQUEST,
-            "protocols": protocols,
-        },
-        "backends": backends,
-        "targets": checks,
-        "pass": bool(verdicts) and all(v is True for v in verdicts),
+    pairs = {
+        run_name(backend, protocol): (backend, protocol)
+        for backend in benches
+        for protocol in protocols
     }
-    print(json.dumps(report, indent=2))
-    # Speed targets are reported, not enforced; a run that failed or lost events is an error.
-    broken = [k for k, c in checks.items() if k.endswith(("_ran", "_durable")) and not c["pass"]]
-    return 1 if broken else 0
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return run_and_report(
+            "ingest, 2 events per request: POST /track with the payload of the Tracardi"
+            " reference, POST /v1/batch with 2 Segment track calls",
+            config={
+                "duration_s": args.duration,
+                "warmup_s": WARMUP_S,
+                "connections": args.connections or f"{CONNECTIONS_PER_PROCESS} per server process",
+                "events_per_request": EVENTS_PER_REQUEST,
+                "protocols": protocols,
+            },
+            runs={
+                name: partial(benches[backend], APIS[protocol], args, runner)
+                for name, (backend, protocol) in pairs.items()
+            },
+            targets_of=targets,
+            # Speed targets are reported, not enforced; a run that lost events is an error.
+            fatal=("_durable",),
+            labels={
+                name: {"backend": backend, "protocol": protocol}
+                for name, (backend, protocol) in pairs.items()
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -30,16 +30,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +44,28 @@ import orjson
 from beacon.core.db import sqlite_time
 from beacon.journeys.entry import run_id_for
 from loadgen import HttpConnection, open_connection, post_request
-from processes import beacon_cli, beacon_env, progress, running_server, status_kib
-from timers import DEFAULT_POSTGRES_URL, Store, delete_redis_keys
-from verdicts import PostgresUnreachable, Verdicts, check, run_verdicts, scratch_database
+from processes import (
+    beacon_cli,
+    beacon_env,
+    progress,
+    running_server,
+    status_kib,
+    working_process,
+)
+from timers import Store
+from verdicts import (
+    Figures,
+    Verdicts,
+    add_backend_argument,
+    check,
+    chosen,
+    configured_redis_url,
+    delete_redis_keys,
+    load_average,
+    run_and_report,
+    run_on_scratch_postgres,
+    run_on_scratch_sqlite,
+)
 
 RATE = 1000
 SECONDS = 10.0
@@ -60,7 +75,6 @@ CONNECTIONS = 64
 BATCH = 1000
 DUE_AHEAD_S = 5.0
 DRAIN_TIMEOUT_S = 900.0
-WORKER_READY_S = 60.0
 POLL_S = 0.2
 MAX_P50_MS = 30.0
 MAX_P99_MS = 200.0
@@ -263,68 +277,9 @@ def wait_count(store: Store, sql: str, expected: int, alive: Callable[[], None])
 # --- one backend ---------------------------------------------------------------------------------
 
 
-@contextmanager
-def journeys_process(
-    server: subprocess.Popen[bytes], env: dict[str, str], workdir: Path, redis_url: str | None
-) -> Iterator[tuple[int, str, Callable[[], None]]]:
-    """The server itself (memory bus); on Redis `beacon worker journeys` beside a `beacon
-    worker` running every other consumer, as an operator gives journeys a process of its own."""
-
-    def alive(process: subprocess.Popen[bytes], what: str) -> Callable[[], None]:
-        def check_alive() -> None:
-            if process.poll() is not None:
-                raise RuntimeError(f"{what} exited ({process.returncode})")
-
-        return check_alive
-
-    if redis_url is None:
-        yield server.pid, "beacon serve", alive(server, "the server")
-        return
-    listed = beacon_cli(["consumers", "list"], env=env, cwd=workdir)  # piped: one per line
-    others = sorted(
-        {line.split()[0] for line in listed.splitlines() if line.strip()} - {"journeys"}
-    )
-    workers = [start_worker(["journeys"], env, workdir, "journeys")]
-    if others:
-        workers.append(start_worker(others, env, workdir, "others"))
-    try:
-        for worker, log_path in workers:
-            deadline = time.monotonic() + WORKER_READY_S
-            while "worker running" not in log_path.read_text(errors="replace"):
-                alive(worker, f"a worker: {log_path.read_text(errors='replace')[-2000:]}")()
-                if time.monotonic() > deadline:
-                    raise RuntimeError("a worker did not start")
-                time.sleep(POLL_S)
-        journeys = workers[0][0]
-        yield journeys.pid, "beacon worker journeys", alive(journeys, "the journeys worker")
-    finally:
-        for worker, _ in workers:
-            worker.terminate()
-            try:
-                worker.wait(15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(15)
-
-
-def start_worker(
-    names: list[str], env: dict[str, str], workdir: Path, log: str
-) -> tuple[subprocess.Popen[bytes], Path]:
-    log_path = workdir / f"worker-{log}.log"
-    with log_path.open("wb") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "beacon", "worker", *names],
-            env=env,
-            cwd=workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return worker, log_path
-
-
 def bench_backend(
-    *, database_url: str, workdir: Path, redis_url: str | None, args: argparse.Namespace
-) -> dict[str, Any]:
+    database_url: str, workdir: Path, *, redis_url: str | None, args: argparse.Namespace
+) -> Figures:
     store = Store(database_url)
     env = beacon_env(database_url, admin_token=uuid.uuid4().hex)
     prefix = f"beacon-bench-{uuid.uuid4().hex[:12]}"
@@ -332,7 +287,7 @@ def bench_backend(
         env.update(BEACON_BUS_URL=redis_url, BEACON_BUS_PREFIX=prefix)
     (workdir / "trigger.yaml").write_text(TRIGGER)
     (workdir / "waiting.yaml").write_text(WAITING_JOURNEY)
-    load_before = os.getloadavg()
+    load_before = load_average()
     beacon_cli(["migrate"], env=env, cwd=workdir)
     beacon_cli(["journeys", "apply", "trigger.yaml", "waiting.yaml"], env=env, cwd=workdir)
     created = beacon_cli(["sources", "create", "Bench", "--id", "bench"], env=env, cwd=workdir)
@@ -341,67 +296,50 @@ def bench_backend(
         with (
             asyncio.Runner() as runner,
             running_server(env=env, cwd=workdir, workers=1, runner=runner) as server,
-            journeys_process(server.process, env, workdir, redis_url) as (pid, role, alive),
+            working_process(
+                server.process,
+                env=env,
+                cwd=workdir,
+                on_redis=redis_url is not None,
+                apart="journeys",
+            ) as journeys,
         ):
-            progress(f"trigger latency: {args.rate}/s for {args.seconds:g} s ({role} acts)")
+            progress(
+                f"trigger latency: {args.rate}/s for {args.seconds:g} s ({journeys.role} acts)"
+            )
             acked = runner.run(
                 send_at_rate(server.port, write_key, rate=args.rate, seconds=args.seconds)
             )
-            latency = trigger_latency(store, acked, alive)
+            latency = trigger_latency(store, acked, journeys.check)
             progress(f"trigger latency (ms): {latency}")
             progress(f"{args.waiting:,} runs waiting")
             started = runner.run(start_waiting(server.port, write_key, args.waiting))
-            waiting = runs_waiting(store, args.waiting, started, alive)
-            peak_kib = status_kib(pid, "VmHWM")
+            waiting = runs_waiting(store, args.waiting, started, journeys.check)
+            peak_kib = status_kib(journeys.pid, "VmHWM")
     finally:
         if redis_url is not None:
             asyncio.run(delete_redis_keys(redis_url, prefix))
     figures = {
-        "journeys_process": role,
+        "journeys_process": journeys.role,
         "trigger_latency_ms": latency,
         "waiting": waiting,
         "peak_rss_mib": round(peak_kib / 1024, 1),
-        # Others' work on the machine moves these figures: the load says how busy it was.
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
     }
     progress(orjson.dumps(figures).decode())
     return figures
 
 
-def bench_sqlite(args: argparse.Namespace) -> dict[str, Any]:
+def bench_sqlite(args: argparse.Namespace) -> Figures:
     progress("SQLite: beacon serve runs the journeys")
-    with tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp:
-        workdir = Path(tmp)
-        url = f"sqlite:///{workdir / 'beacon.db'}"
-        return bench_backend(database_url=url, workdir=workdir, redis_url=None, args=args)
+    return run_on_scratch_sqlite(partial(bench_backend, redis_url=None, args=args))
 
 
-def bench_postgres(args: argparse.Namespace) -> dict[str, Any]:
-    admin_url = (
-        os.environ.get("BEACON_BENCH_POSTGRES_URL")
-        or os.environ.get("BEACON_TEST_POSTGRES_URL")
-        or DEFAULT_POSTGRES_URL
+def bench_postgres(args: argparse.Namespace) -> Figures:
+    return run_on_scratch_postgres(
+        partial(bench_backend, redis_url=configured_redis_url(), args=args)
     )
-    redis_url = os.environ.get("BEACON_BENCH_REDIS_URL") or os.environ.get("BEACON_TEST_REDIS_URL")
-    try:
-        with (
-            scratch_database(admin_url) as url,
-            tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp,
-        ):
-            progress(f"PostgreSQL: database {url.rpartition('/')[2]}")
-            return bench_backend(
-                database_url=url, workdir=Path(tmp), redis_url=redis_url, args=args
-            )
-    except PostgresUnreachable as exc:
-        progress(f"skipping PostgreSQL: {exc}")
-        return {"skipped": str(exc)}
-
-
-BACKENDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
-    "sqlite": bench_sqlite,
-    "postgres": bench_postgres,
-}
 
 
 def targets(name: str, figures: dict[str, Any]) -> Verdicts:
@@ -420,7 +358,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=int, default=RATE, help="trigger events per second")
     parser.add_argument("--seconds", type=float, default=SECONDS, help="length of phase 1")
     parser.add_argument("--waiting", type=int, default=WAITING, help="runs waiting at once")
-    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    add_backend_argument(parser)
     args = parser.parse_args(argv)
     if not (1 <= args.rate <= 20_000 and 1 <= args.seconds <= 600):
         parser.error("--rate must be in [1, 20k], --seconds in [1, 600]")
@@ -431,29 +369,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    backends: dict[str, dict[str, Any]] = {}
-    try:
-        for name in list(BACKENDS) if args.backend == "all" else [args.backend]:
-            try:
-                backends[name] = BACKENDS[name](args)
-            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-                progress(f"{name} failed: {exc}")
-                backends[name] = {"failed": str(exc)[-2000:]}
-    except KeyboardInterrupt:
-        progress("interrupted; the processes were stopped")
-        return 130
-    checks = run_verdicts(backends, targets)
-    verdicts = [c["pass"] for c in checks.values()]
-    report = {
-        "benchmark": "journeys: trigger latency at a steady rate, 100k runs waiting and firing",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "config": {"rate_per_s": args.rate, "seconds": args.seconds, "waiting": args.waiting},
-        "backends": backends,
-        "targets": checks,
-        "pass": bool(verdicts) and all(v is True for v in verdicts),
-    }
-    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    return 1 if any(k.endswith("_ran") and not c["pass"] for k, c in checks.items()) else 0
+    return run_and_report(
+        "journeys: trigger latency at a steady rate, 100k runs waiting and firing",
+        config={"rate_per_s": args.rate, "seconds": args.seconds, "waiting": args.waiting},
+        runs=chosen(
+            args.backend,
+            sqlite=partial(bench_sqlite, args),
+            postgres=partial(bench_postgres, args),
+        ),
+        targets_of=targets,
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,8 @@ from loadgen import HOST, ProtocolError, fetch, get_request
 CLI_TIMEOUT_S = 120.0
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
+WORKER_READY_S = 60.0
+WORKER_POLL_S = 0.2
 RSS_SAMPLE_S = 0.5
 
 
@@ -138,6 +140,94 @@ def stop_server(server: Server) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     process.wait(STOP_TIMEOUT_S)
+
+
+# --- the process doing the work ----------------------------------------------------------------
+
+
+def exit_check(process: subprocess.Popen[bytes], what: str) -> Callable[[], None]:
+    """A check that raises once `process` (`what`, in the message) has exited."""
+
+    def check() -> None:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited ({process.returncode})")
+
+    return check
+
+
+@dataclass
+class WorkingProcess:
+    """The process doing the work measured, as a user started it, and how to check it still
+    runs."""
+
+    pid: int
+    role: str
+    check: Callable[[], None]
+
+
+@contextmanager
+def working_process(
+    server: subprocess.Popen[bytes],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    on_redis: bool,
+    apart: str | None = None,
+) -> Iterator[WorkingProcess]:
+    """The server itself on the memory bus. On Redis a `beacon worker` beside it, or with
+    `apart`, `beacon worker APART` beside a worker of every other consumer (as an operator gives
+    one consumer a process of its own); the workers are stopped afterwards."""
+    if not on_redis:
+        yield WorkingProcess(server.pid, "beacon serve", exit_check(server, "the server"))
+        return
+    groups: list[list[str]] = [[]]  # no consumer named: all of them
+    if apart is not None:
+        listed = beacon_cli(["consumers", "list"], env=env, cwd=cwd)  # piped: one per line
+        others = {line.split()[0] for line in listed.splitlines() if line.strip()} - {apart}
+        groups = [[apart], sorted(others)] if others else [[apart]]
+    with running_workers(groups, env=env, cwd=cwd) as workers:
+        role = " ".join(["beacon worker", *groups[0]])
+        yield WorkingProcess(workers[0].pid, role, exit_check(workers[0], role))
+
+
+@contextmanager
+def running_workers(
+    groups: list[list[str]], *, env: dict[str, str], cwd: Path
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Start `beacon worker CONSUMERS` for each group, wait until each runs, and always stop
+    them afterwards."""
+    started: list[tuple[subprocess.Popen[bytes], Path]] = []
+    try:
+        for index, consumers in enumerate(groups):
+            log_path = cwd / f"worker-{index}.log"
+            with log_path.open("wb") as log:
+                worker = subprocess.Popen(
+                    [sys.executable, "-m", "beacon", "worker", *consumers],
+                    env=env,
+                    cwd=cwd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            started.append((worker, log_path))
+        for (worker, log_path), consumers in zip(started, groups, strict=True):
+            deadline = time.monotonic() + WORKER_READY_S
+            while "worker running" not in (output := log_path.read_text(errors="replace")):
+                command = " ".join(["beacon worker", *consumers])
+                if worker.poll() is not None:
+                    tail = output[-2000:]
+                    raise RuntimeError(f"`{command}` exited ({worker.returncode}): {tail}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"`{command}` did not start in {WORKER_READY_S:g} s")
+                time.sleep(WORKER_POLL_S)
+        yield [worker for worker, _ in started]
+    finally:
+        for worker, _ in started:
+            worker.terminate()
+            try:
+                worker.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(STOP_TIMEOUT_S)
 
 
 # --- resources from /proc ----------------------------------------------------------------------

@@ -31,17 +31,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import random
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +47,23 @@ from beacon.core.db import sqlite_time
 from beacon.core.ids import new_id
 from beacon.storage.partitions import create_partition_sql, month_start, next_month
 from loadgen import HttpConnection, open_connection, post_request
-from processes import beacon_cli, beacon_env, progress, running_server
-from timers import DEFAULT_POSTGRES_URL, Store, delete_redis_keys
-from verdicts import PostgresUnreachable, Verdicts, check, run_verdicts, scratch_database
+from processes import beacon_cli, beacon_env, progress, running_server, working_process
+from timers import Store
+from verdicts import (
+    Figures,
+    Verdicts,
+    add_backend_argument,
+    check,
+    chosen,
+    configured_redis_url,
+    delete_redis_keys,
+    load_average,
+    postgres_admin_url,
+    run_and_report,
+    run_on_scratch_postgres,
+    run_on_scratch_sqlite,
+    scratch_database,
+)
 
 RATE = 1000
 SECONDS = 10.0
@@ -65,7 +75,6 @@ CONNECTIONS = 32
 PER_REQUEST = 10
 LOAD_CHUNK = 200_000
 DRAIN_TIMEOUT_S = 600.0
-WORKER_READY_S = 60.0
 POLL_S = 0.2
 MAX_P99_MS = 100.0
 MAX_RECOMPUTE_S = 60.0
@@ -433,62 +442,6 @@ async def build_here(database_url: str) -> dict[str, Any]:
 # --- one backend ---------------------------------------------------------------------------------
 
 
-@contextmanager
-def segments_process(
-    server: subprocess.Popen[bytes], env: dict[str, str], workdir: Path, redis_url: str | None
-) -> Iterator[Callable[[], None]]:
-    """The server itself (memory bus), or on Redis `beacon worker segments` beside a worker of
-    the other consumers; yields a check that they still run."""
-
-    def alive_check(process: subprocess.Popen[bytes], what: str) -> Callable[[], None]:
-        def alive() -> None:
-            if process.poll() is not None:
-                raise RuntimeError(f"{what} exited ({process.returncode})")
-
-        return alive
-
-    if redis_url is None:
-        yield alive_check(server, "the server")
-        return
-    listed = beacon_cli(["consumers", "list"], env=env, cwd=workdir)
-    others = sorted(
-        {line.split()[0] for line in listed.splitlines() if line.strip()} - {"segments"}
-    )
-    workers = []
-    for names, log in ((["segments"], "segments"), (others, "others")):
-        log_path = workdir / f"worker-{log}.log"
-        with log_path.open("wb") as out:
-            workers.append(
-                (
-                    subprocess.Popen(
-                        [sys.executable, "-m", "beacon", "worker", *names],
-                        env=env,
-                        cwd=workdir,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                    ),
-                    log_path,
-                )
-            )
-    try:
-        for worker, log_path in workers:
-            deadline = time.monotonic() + WORKER_READY_S
-            while "worker running" not in log_path.read_text(errors="replace"):
-                alive_check(worker, "a worker")()
-                if time.monotonic() > deadline:
-                    raise RuntimeError("a worker did not start")
-                time.sleep(POLL_S)
-        yield alive_check(workers[0][0], "the segments worker")
-    finally:
-        for worker, _ in workers:
-            worker.terminate()
-            try:
-                worker.wait(15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(15)
-
-
 def live_phases(
     database_url: str, workdir: Path, redis_url: str | None, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -505,8 +458,15 @@ def live_phases(
         with (
             asyncio.Runner() as runner,
             running_server(env=env, cwd=workdir, workers=1, runner=runner) as server,
-            segments_process(server.process, env, workdir, redis_url) as alive,
+            working_process(
+                server.process,
+                env=env,
+                cwd=workdir,
+                on_redis=redis_url is not None,
+                apart="segments",
+            ) as segments,
         ):
+            alive = segments.check
             progress(f"ingest with no segment for {args.seconds:g} s")
             bare = throughput(runner, server.port, write_key, store, args.seconds, alive)
             progress(f"no segment: {bare}")
@@ -556,55 +516,53 @@ def recompute_phase(database_url: str, workdir: Path, profiles: int) -> dict[str
 
 
 def bench_backend(
-    database_url: str,
-    recompute_url: str,
+    live_url: str,
+    history_url: str,
+    workdir: Path,
+    *,
     redis_url: str | None,
     profiles: int,
     args: argparse.Namespace,
-) -> dict[str, Any]:
-    load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp:
-        live = live_phases(database_url, Path(tmp), redis_url, args)
-    with tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp:
-        rebuilt = recompute_phase(recompute_url, Path(tmp), profiles)
+) -> Figures:
+    load_before = load_average()
+    (workdir / "live").mkdir()
+    live = live_phases(live_url, workdir / "live", redis_url, args)
+    (workdir / "history").mkdir()
+    rebuilt = recompute_phase(history_url, workdir / "history", profiles)
     return {
         **live,
         "full_recompute": rebuilt,
-        # Others' work on the machine moves these figures: the load says how busy it was.
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
     }
 
 
-def bench_sqlite(args: argparse.Namespace) -> dict[str, Any]:
+def bench_sqlite(args: argparse.Namespace) -> Figures:
     progress("SQLite: beacon serve runs the segments")
-    with tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp:
-        live_url = f"sqlite:///{Path(tmp) / 'live.db'}"
-        recompute_url = f"sqlite:///{Path(tmp) / 'history.db'}"
-        return bench_backend(live_url, recompute_url, None, args.profiles, args)
+
+    def run(live_url: str, workdir: Path) -> Figures:
+        history_url = f"sqlite:///{workdir / 'history.db'}"
+        return bench_backend(
+            live_url, history_url, workdir, redis_url=None, profiles=args.profiles, args=args
+        )
+
+    return run_on_scratch_sqlite(run)
 
 
-def bench_postgres(args: argparse.Namespace) -> dict[str, Any]:
-    admin_url = (
-        os.environ.get("BEACON_BENCH_POSTGRES_URL")
-        or os.environ.get("BEACON_TEST_POSTGRES_URL")
-        or DEFAULT_POSTGRES_URL
-    )
-    redis_url = os.environ.get("BEACON_BENCH_REDIS_URL") or os.environ.get("BEACON_TEST_REDIS_URL")
-    try:
-        with scratch_database(admin_url) as live_url, scratch_database(admin_url) as history_url:
-            names = [url.rpartition("/")[2] for url in (live_url, history_url)]
-            progress(f"PostgreSQL: databases {', '.join(names)}")
-            return bench_backend(live_url, history_url, redis_url, args.pg_profiles, args)
-    except PostgresUnreachable as exc:
-        progress(f"skipping PostgreSQL: {exc}")
-        return {"skipped": str(exc)}
+def bench_postgres(args: argparse.Namespace) -> Figures:
+    def run(live_url: str, workdir: Path) -> Figures:
+        with scratch_database(postgres_admin_url()) as history_url:
+            progress(f"PostgreSQL: history in database {history_url.rpartition('/')[2]}")
+            return bench_backend(
+                live_url,
+                history_url,
+                workdir,
+                redis_url=configured_redis_url(),
+                profiles=args.pg_profiles,
+                args=args,
+            )
 
-
-BACKENDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
-    "sqlite": bench_sqlite,
-    "postgres": bench_postgres,
-}
+    return run_on_scratch_postgres(run)
 
 
 def targets(name: str, figures: dict[str, Any]) -> Verdicts:
@@ -624,7 +582,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=SECONDS, help="length of phases 1-3")
     parser.add_argument("--profiles", type=int, default=PROFILES, help="SQLite's recompute")
     parser.add_argument("--pg-profiles", type=int, default=PG_PROFILES, help="PostgreSQL's")
-    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    add_backend_argument(parser)
     args = parser.parse_args(argv)
     if not (1 <= args.rate <= 20_000 and 1 <= args.seconds <= 600):
         parser.error("--rate must be in [1, 20k], --seconds in [1, 600]")
@@ -635,35 +593,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    backends: dict[str, dict[str, Any]] = {}
-    try:
-        for name in list(BACKENDS) if args.backend == "all" else [args.backend]:
-            try:
-                backends[name] = BACKENDS[name](args)
-            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-                progress(f"{name} failed: {exc}")
-                backends[name] = {"failed": str(exc)[-2000:]}
-    except KeyboardInterrupt:
-        progress("interrupted; the processes were stopped")
-        return 130
-    checks = run_verdicts(backends, targets)
-    verdicts = [c["pass"] for c in checks.values()]
-    report = {
-        "benchmark": "segments: membership latency, ingest with 20 segments, full recompute",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "config": {
+    return run_and_report(
+        "segments: membership latency, ingest with 20 segments, full recompute",
+        config={
             "rate_per_s": args.rate,
             "seconds": args.seconds,
             "profiles": args.profiles,
             "pg_profiles": args.pg_profiles,
             "events_per_profile": EVENTS_PER_PROFILE,
         },
-        "backends": backends,
-        "targets": checks,
-        "pass": bool(verdicts) and all(v is True for v in verdicts),
-    }
-    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    return 1 if any(k.endswith("_ran") and not c["pass"] for k, c in checks.items()) else 0
+        runs=chosen(
+            args.backend,
+            sqlite=partial(bench_sqlite, args),
+            postgres=partial(bench_postgres, args),
+        ),
+        targets_of=targets,
+    )
 
 
 if __name__ == "__main__":

@@ -24,28 +24,42 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import sqlite3
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
-from redis.asyncio import Redis
 
 from beacon.core.db import sqlite_time
-from processes import beacon_cli, beacon_env, progress, running_server, status_kib
-from verdicts import PostgresUnreachable, Verdicts, check, run_verdicts, scratch_database
+from processes import (
+    beacon_cli,
+    beacon_env,
+    progress,
+    running_server,
+    status_kib,
+    working_process,
+)
+from verdicts import (
+    Figures,
+    Verdicts,
+    add_backend_argument,
+    check,
+    chosen,
+    configured_redis_url,
+    delete_redis_keys,
+    load_average,
+    run_and_report,
+    run_on_scratch_postgres,
+    run_on_scratch_sqlite,
+)
 
 PLUGIN = "bench_timer_plugin"
 KIND = "bench"
@@ -56,11 +70,9 @@ BACKLOG = 100_000
 LEAD_S = 3.0  # how far ahead of its time the lateness phase schedules each second's timers
 LOAD_CHUNK = 50_000
 DRAIN_TIMEOUT_S = 600.0
-WORKER_READY_S = 60.0
 POLL_S = 0.2
 MAX_P99_LATENESS_S = 1.0
 MAX_PEAK_RSS_MIB = 1024.0
-DEFAULT_POSTGRES_URL = "postgresql://127.0.0.1:5432/test"
 
 PLUGIN_SOURCE = '''
 """The benchmark's timer kind: one row per timer fired, with the real time its handler ran."""
@@ -253,18 +265,9 @@ def fired_once(store: Store, expected: int) -> dict[str, Any]:
 # --- one backend ---------------------------------------------------------------------------------
 
 
-@dataclass
-class TimersProcess:
-    """The process that runs the timers, and how to check it still does."""
-
-    pid: int
-    role: str
-    check: Callable[[], None]
-
-
 def bench_backend(
-    *, database_url: str, workdir: Path, redis_url: str | None, args: argparse.Namespace
-) -> dict[str, Any]:
+    database_url: str, workdir: Path, *, redis_url: str | None, args: argparse.Namespace
+) -> Figures:
     store = Store(database_url)
     env = beacon_env(database_url, admin_token=uuid.uuid4().hex)
     plugins = workdir / "plugins"
@@ -274,7 +277,7 @@ def bench_backend(
     prefix = f"beacon-bench-{uuid.uuid4().hex[:12]}"
     if redis_url is not None:
         env.update(BEACON_BUS_URL=redis_url, BEACON_BUS_PREFIX=prefix)
-    load_before = os.getloadavg()
+    load_before = load_average()
     progress("beacon migrate")
     beacon_cli(["migrate"], env=env, cwd=workdir)
     store.execute(EFFECTS_TABLE)
@@ -285,7 +288,9 @@ def bench_backend(
         with (
             asyncio.Runner() as runner,
             running_server(env=env, cwd=workdir, workers=1, runner=runner) as server,
-            timers_process(server.process, env, workdir, redis_url) as timers,
+            working_process(
+                server.process, env=env, cwd=workdir, on_redis=redis_url is not None
+            ) as timers,
         ):
             progress(f"lateness: {args.rate}/s for {args.seconds:g} s ({timers.role} fires)")
             streamed = stream(store, rate=args.rate, seconds=args.seconds)
@@ -307,99 +312,22 @@ def bench_backend(
         "throughput": throughput(store, args.backlog, loaded_at),
         "peak_rss_mib": round(peak_kib / 1024, 1),
         "exactly_once": fired_once(store, streamed + args.backlog),
-        # Others' work on the machine moves these figures: the load says how busy it was.
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
     }
     progress(orjson.dumps(figures).decode())
     return figures
 
 
-@contextmanager
-def timers_process(
-    server: subprocess.Popen[bytes], env: dict[str, str], workdir: Path, redis_url: str | None
-) -> Iterator[TimersProcess]:
-    """The server itself (memory bus), or a `beacon worker` started beside it (Redis)."""
-
-    def alive(process: subprocess.Popen[bytes], what: str) -> Callable[[], None]:
-        def check() -> None:
-            if process.poll() is not None:
-                raise RuntimeError(f"{what} exited ({process.returncode})")
-
-        return check
-
-    if redis_url is None:
-        yield TimersProcess(server.pid, "beacon serve", alive(server, "the server"))
-        return
-    log_path = workdir / "worker.log"
-    with log_path.open("wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "beacon", "worker"],
-            env=env,
-            cwd=workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + WORKER_READY_S
-        while "worker running" not in log_path.read_text(errors="replace"):
-            alive(worker, f"the worker: {log_path.read_text(errors='replace')[-2000:]}")()
-            if time.monotonic() > deadline:
-                raise RuntimeError("the worker did not start")
-            time.sleep(POLL_S)
-        yield TimersProcess(worker.pid, "beacon worker", alive(worker, "the worker"))
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(15)
-
-
-async def delete_redis_keys(url: str, prefix: str) -> None:
-    client = Redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
-def bench_sqlite(args: argparse.Namespace) -> dict[str, Any]:
+def bench_sqlite(args: argparse.Namespace) -> Figures:
     progress("SQLite: beacon serve runs the timers")
-    with tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp:
-        workdir = Path(tmp)
-        url = f"sqlite:///{workdir / 'beacon.db'}"
-        return bench_backend(database_url=url, workdir=workdir, redis_url=None, args=args)
+    return run_on_scratch_sqlite(partial(bench_backend, redis_url=None, args=args))
 
 
-def bench_postgres(args: argparse.Namespace) -> dict[str, Any]:
-    admin_url = (
-        os.environ.get("BEACON_BENCH_POSTGRES_URL")
-        or os.environ.get("BEACON_TEST_POSTGRES_URL")
-        or DEFAULT_POSTGRES_URL
+def bench_postgres(args: argparse.Namespace) -> Figures:
+    return run_on_scratch_postgres(
+        partial(bench_backend, redis_url=configured_redis_url(), args=args)
     )
-    redis_url = os.environ.get("BEACON_BENCH_REDIS_URL") or os.environ.get("BEACON_TEST_REDIS_URL")
-    try:
-        with (
-            scratch_database(admin_url) as url,
-            tempfile.TemporaryDirectory(prefix="beacon-bench-") as tmp,
-        ):
-            progress(f"PostgreSQL: database {url.rpartition('/')[2]}")
-            return bench_backend(
-                database_url=url, workdir=Path(tmp), redis_url=redis_url, args=args
-            )
-    except PostgresUnreachable as exc:
-        progress(f"skipping PostgreSQL: {exc}")
-        return {"skipped": str(exc)}
-
-
-BACKENDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
-    "sqlite": bench_sqlite,
-    "postgres": bench_postgres,
-}
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -425,7 +353,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=int, default=RATE, help="timers due per second, phase 1")
     parser.add_argument("--seconds", type=float, default=SECONDS, help="length of phase 1")
     parser.add_argument("--backlog", type=int, default=BACKLOG, help="timers due at once, phase 2")
-    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    add_backend_argument(parser)
     args = parser.parse_args(argv)
     if not (0 <= args.pending <= 10_000_000 and 1 <= args.rate <= 100_000):
         parser.error("--pending must be in [0, 10M], --rate in [1, 100k]")
@@ -436,37 +364,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    backends: dict[str, dict[str, Any]] = {}
-    try:
-        for name in list(BACKENDS) if args.backend == "all" else [args.backend]:
-            try:
-                backends[name] = BACKENDS[name](args)
-            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-                progress(f"{name} failed: {exc}")
-                backends[name] = {"failed": str(exc)[-2000:]}
-    except KeyboardInterrupt:
-        progress("interrupted; the processes were stopped")
-        return 130
-    checks = run_verdicts(backends, targets)
-    verdicts = [c["pass"] for c in checks.values()]
-    report = {
-        "benchmark": "timers: lateness at a steady rate and firing throughput, with 1M pending",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "config": {
+    return run_and_report(
+        "timers: lateness at a steady rate and firing throughput, with 1M pending",
+        config={
             "pending": args.pending,
             "rate_per_s": args.rate,
             "seconds": args.seconds,
             "backlog": args.backlog,
         },
-        "backends": backends,
-        "targets": checks,
-        "pass": bool(verdicts) and all(v is True for v in verdicts),
-    }
-    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    broken = [
-        k for k, c in checks.items() if k.endswith(("_ran", "_exactly_once")) and not c["pass"]
-    ]
-    return 1 if broken else 0
+        runs=chosen(
+            args.backend,
+            sqlite=partial(bench_sqlite, args),
+            postgres=partial(bench_postgres, args),
+        ),
+        targets_of=targets,
+        fatal=("_exactly_once",),
+    )
 
 
 if __name__ == "__main__":
