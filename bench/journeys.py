@@ -62,6 +62,7 @@ from verdicts import (
     configured_redis_url,
     delete_redis_keys,
     load_average,
+    percentiles,
     run_and_report,
     run_on_scratch_postgres,
     run_on_scratch_sqlite,
@@ -105,15 +106,6 @@ steps:
     transactional: true
     content: {title: "An hour later", body: "{{ event.properties.n }}"}
 """
-
-
-def percentiles(values: list[float], scale: float, digits: int) -> dict[str, float | int]:
-    ordered = sorted(values)
-
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * scale, digits)
-
-    return {"count": len(ordered), "p50": at(0.5), "p99": at(0.99), "max": at(1.0)}
 
 
 def epoch(value: Any) -> float:

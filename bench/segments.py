@@ -45,6 +45,7 @@ import orjson
 
 from beacon.core.db import sqlite_time
 from beacon.core.ids import new_id
+from beacon.core.logging import configure_logging
 from beacon.storage.partitions import create_partition_sql, month_start, next_month
 from loadgen import HttpConnection, open_connection, post_request
 from processes import beacon_cli, beacon_env, progress, running_server, working_process
@@ -58,6 +59,7 @@ from verdicts import (
     configured_redis_url,
     delete_redis_keys,
     load_average,
+    percentiles,
     postgres_admin_url,
     run_and_report,
     run_on_scratch_postgres,
@@ -142,15 +144,6 @@ def definitions(segments: dict[str, Any]) -> bytes:
     """A file for `beacon segments apply`: the attributes and `segments`."""
     listed = [{"name": name, "rule": rule} for name, rule in segments.items()]
     return orjson.dumps({"attributes": ATTRIBUTES, "segments": listed})
-
-
-def percentiles(values: list[float], scale: float, digits: int) -> dict[str, float | int]:
-    ordered = sorted(values)
-
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * scale, digits)
-
-    return {"count": len(ordered), "p50": at(0.5), "p99": at(0.99), "max": at(1.0)}
 
 
 def epoch(value: Any) -> float:
@@ -593,6 +586,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The recompute runs in this process: its logs go to stderr, stdout carries the JSON only.
+    configure_logging(level="info", fmt="json")
     return run_and_report(
         "segments: membership latency, ingest with 20 segments, full recompute",
         config={

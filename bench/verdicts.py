@@ -143,6 +143,16 @@ def check(value: Any, comparison: str, bound: float) -> dict[str, Any]:
     return {"target": f"{comparison} {bound:g}", "value": value, "pass": passed}
 
 
+def percentiles(values: list[float], scale: float, digits: int) -> dict[str, float | int]:
+    """Count, p50, p99 and max of `values` (at least one), times `scale`, to `digits`."""
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * scale, digits)
+
+    return {"count": len(ordered), "p50": at(0.5), "p99": at(0.99), "max": at(1.0)}
+
+
 def load_average() -> list[float]:
     """The machine's load over 1, 5 and 15 minutes: others' work on it moves the figures."""
     return [round(x, 2) for x in os.getloadavg()]

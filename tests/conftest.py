@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
 from beacon.app import create_app
 from beacon.migrations.runner import upgrade_database
@@ -112,6 +113,17 @@ async def truncate_postgres(url: str) -> None:
         await conn.execute(f"TRUNCATE {', '.join(TABLES)}")
     finally:
         await conn.close()
+
+
+async def delete_redis_keys(prefix: str) -> None:
+    """Delete the Redis keys a test's processes made under `prefix`."""
+    client = Redis.from_url(REDIS_URL or "")
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:

@@ -31,7 +31,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.beacon_process import DEADLINE_S, POLL_S, BeaconProcess
-from tests.conftest import NO_REDIS, REDIS_URL, new_postgres_database
+from tests.conftest import NO_REDIS, REDIS_URL, delete_redis_keys, new_postgres_database
 from tests.e2e.test_crash_durability import query
 
 pytestmark = pytest.mark.e2e
@@ -258,16 +258,6 @@ async def execute(database_url: str, sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
-
-
-async def delete_redis_keys(prefix: str) -> None:
-    client = Redis.from_url(REDIS_URL or "")
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 async def consumer_states(http: httpx.AsyncClient) -> dict[str, dict[str, Any]]:

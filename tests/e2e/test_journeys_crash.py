@@ -23,9 +23,9 @@ import pytest
 
 from beacon import journeys
 from tests.beacon_process import DEADLINE_S, BeaconProcess
-from tests.conftest import NO_REDIS, REDIS_URL, new_postgres_database
+from tests.conftest import NO_REDIS, REDIS_URL, delete_redis_keys, new_postgres_database
 from tests.e2e.test_crash_durability import query
-from tests.e2e.test_timers_processes import delete_redis_keys, wait_for_workers
+from tests.e2e.test_timers_processes import wait_for_workers
 from tests.journeys_driver import Shop, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]

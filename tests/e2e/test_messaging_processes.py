@@ -30,8 +30,8 @@ import pytest
 from aiohttp import web
 
 from tests.beacon_process import BeaconProcess, free_port
-from tests.conftest import NO_REDIS, REDIS_URL, new_postgres_database
-from tests.e2e.test_timers_processes import delete_redis_keys, wait_for_workers
+from tests.conftest import NO_REDIS, REDIS_URL, delete_redis_keys, new_postgres_database
+from tests.e2e.test_timers_processes import wait_for_workers
 from tests.integration.test_delivery_outbound import Receiver, running_receiver
 from tests.messaging_driver import (
     MessagingDriver,

@@ -19,7 +19,6 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from beacon.core.clock import FrozenClock
 from beacon.runtime import create_writer
@@ -27,7 +26,13 @@ from beacon.storage.transaction import Tx
 from beacon.timers.store import Timer, schedule_many
 from tests import timer_plugin
 from tests.beacon_process import BeaconProcess
-from tests.conftest import NO_REDIS, REDIS_URL, make_settings, new_postgres_database
+from tests.conftest import (
+    NO_REDIS,
+    REDIS_URL,
+    delete_redis_keys,
+    make_settings,
+    new_postgres_database,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 
@@ -82,16 +87,6 @@ def wait_for_workers(beacon: BeaconProcess, logs: list[str]) -> None:
         while "worker running" not in (beacon.workdir / log).read_text():
             assert time.monotonic() < deadline, (beacon.workdir / log).read_text()
             time.sleep(0.1)
-
-
-async def delete_redis_keys(prefix: str) -> None:
-    client = Redis.from_url(REDIS_URL or "")
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 def test_100k_timers_fire_exactly_once_across_two_workers_after_one_advance(

@@ -25,8 +25,14 @@ from beacon.runtime import create_writer
 from beacon.storage.transaction import Tx
 from beacon.timers.store import Timer, schedule_many
 from tests.beacon_process import DEADLINE_S, BeaconProcess
-from tests.conftest import NO_REDIS, REDIS_URL, make_settings, new_postgres_database
-from tests.e2e.test_timers_processes import delete_redis_keys, wait_for_workers
+from tests.conftest import (
+    NO_REDIS,
+    REDIS_URL,
+    delete_redis_keys,
+    make_settings,
+    new_postgres_database,
+)
+from tests.e2e.test_timers_processes import wait_for_workers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 
