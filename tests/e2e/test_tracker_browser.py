@@ -9,6 +9,7 @@ Playwright; a browser is never downloaded. Tests wait by polling the admin API, 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import threading
@@ -27,6 +28,10 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from tests.beacon_process import DEADLINE_S, POLL_S, BeaconProcess
+from tests.integration.test_delivery_outbound import running_receiver
+from tests.integration.test_delivery_web_push import Browser as PushKeys
+from tests.integration.test_delivery_web_push import vapid_keys
+from tests.messaging_driver import MessagingDriver
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -163,7 +168,9 @@ def serve_site() -> Iterator[Site]:
             if path == "/tracker.js":  # the same file Beacon serves, for pages that need it
                 body, content_type = TRACKER_JS, "text/javascript"
             elif path in site.pages:
-                body, content_type = site.pages[path].encode(), "text/html; charset=utf-8"
+                body = site.pages[path].encode()
+                kind = "text/javascript" if path.endswith(".js") else "text/html"
+                content_type = f"{kind}; charset=utf-8"
             else:
                 self.send_error(404)
                 return
@@ -212,10 +219,20 @@ def site() -> Iterator[Site]:
 
 
 @pytest.fixture
-async def beacon(site: Site, tmp_path: Path) -> AsyncIterator[BeaconServer]:
+def beacon_settings(request: pytest.FixtureRequest) -> dict[str, str]:
+    """More settings of the Beacon a test runs: `indirect` parameters set them."""
+    return dict(getattr(request, "param", {}))
+
+
+@pytest.fixture
+async def beacon(
+    site: Site, tmp_path: Path, beacon_settings: dict[str, str]
+) -> AsyncIterator[BeaconServer]:
     """A running Beacon on SQLite whose source `shop` takes browser events from `site` only."""
     database_url = f"sqlite:///{tmp_path / 'beacon.db'}"
-    server = BeaconServer.on(database_url, tmp_path, admin_token=ADMIN_TOKEN)
+    server = BeaconServer.on(
+        database_url, tmp_path, admin_token=ADMIN_TOKEN, settings=beacon_settings
+    )
     try:
         server.cli("migrate")
         created = server.cli(
@@ -575,3 +592,90 @@ async def test_person_tracked_anonymously_then_identified_ends_as_one_profile_wi
     [merged] = [e for e in await beacon.events("system") if e["type"] == "profile.merged"]
     assert merged["profile_id"] == laptop_profile
     assert anonymous_profile in merged["properties"].values()
+
+
+# --- Web Push ------------------------------------------------------------------------------------
+
+PUSH_PRIVATE_KEY, PUSH_PUBLIC_KEY = vapid_keys()
+WEB_PUSH = {
+    "delivery_channels": json.dumps({"push": "web_push"}),
+    "channel_settings": json.dumps(
+        {"web_push": {"vapid_private_key": PUSH_PRIVATE_KEY, "vapid_subject": "mailto:a@shop.test"}}
+    ),
+    "outbound_allow_networks": "127.0.0.1/32",
+}
+# The browser's push service is its vendor's (Google's for Chromium), out of reach here: the page
+# stands in for it, handing out a subscription whose endpoint is the test's receiver and whose
+# keys the test holds. Everything else is the browser's own: the service worker, the fetch of
+# Beacon's key across origins, the tracker's queue.
+PUSH_SERVICE = """
+    window.askedKeys = [];
+    window.pushSubscription = null;
+    PushManager.prototype.getSubscription = async function () { return null; };
+    PushManager.prototype.subscribe = async function (options) {
+        window.askedKeys.push(Array.from(new Uint8Array(options.applicationServerKey)));
+        const json = window.pushSubscription;
+        return { options, toJSON: () => json, unsubscribe: async () => true };
+    };
+"""
+
+
+@pytest.mark.parametrize("beacon_settings", [WEB_PUSH], indirect=True)
+async def test_a_browser_subscribed_by_the_tracker_gets_a_push_message_only_it_can_read(
+    beacon: BeaconServer, site: Site, context: BrowserContext
+) -> None:
+    keys = PushKeys()
+    site.pages["/sw.js"] = "self.addEventListener('push', () => {});"
+    site.pages["/"] = shop_page(f"{beacon.url}/tracker.js", flush_interval="100")
+    await context.add_init_script(PUSH_SERVICE)
+    async with running_receiver() as push_service:
+        subscription = keys.subscription(push_service.url("/push/sub-1"))
+        as_json = {
+            "endpoint": subscription.endpoint,
+            "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth},
+        }
+        page = await open_page(context, site.url("/"))
+        await page.evaluate("(json) => { window.pushSubscription = json; }", as_json)
+
+        subscribed = await page.evaluate("() => beacon.subscribePush({serviceWorker: '/sw.js'})")
+
+        assert subscribed == as_json
+        [asked] = await page.evaluate("() => window.askedKeys")
+        assert bytes(asked) == base64.urlsafe_b64decode(PUSH_PUBLIC_KEY + "=")
+        await until(lambda: queue_is_empty(page), "the subscription to be stored")
+        profile_id = await stored_value(page, "profile")
+        async with httpx.AsyncClient(base_url=beacon.url, timeout=10.0) as http:
+            driver = MessagingDriver(http, {"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            profile = await driver.call("GET", f"/api/profiles/{profile_id}")
+            assert profile["traits"]["push_subscription"] == as_json
+            message = await driver.message(
+                "back-in-stock", {"push": {"title": "Kettle is back", "body": "10% off today"}}
+            )
+            delivery_id = await driver.send(message, {"profile_id": profile_id})
+            delivery = await driver.settled(delivery_id)
+
+    assert delivery["status"] == "sent", delivery
+    [request] = push_service.requests
+    assert request.path == "/push/sub-1"
+    assert request.headers["authorization"].endswith(f",k={PUSH_PUBLIC_KEY}")
+    shown = keys.decrypt(request.body)
+    assert isinstance(shown, dict)
+    assert (shown["title"], shown["body"]) == ("Kettle is back", "10% off today")
+
+
+async def test_without_web_push_the_tracker_subscribes_nobody(
+    beacon: BeaconServer, site: Site, context: BrowserContext
+) -> None:
+    site.pages["/sw.js"] = "self.addEventListener('push', () => {});"
+    site.pages["/"] = shop_page(f"{beacon.url}/tracker.js", flush_interval="100")
+    await context.add_init_script(PUSH_SERVICE)
+    page = await open_page(context, site.url("/"))
+
+    subscribed = await page.evaluate("() => beacon.subscribePush({serviceWorker: '/sw.js'})")
+
+    assert subscribed is None
+    assert await page.evaluate("() => window.askedKeys") == []
+    async with httpx.AsyncClient(base_url=beacon.url, timeout=10.0) as http:
+        answer = await http.get("/tracker/push-key")
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "push_not_configured"

@@ -1,4 +1,10 @@
-"""`GET /tracker.js`: the web tracker, with an ETag, caching headers and gzip when accepted."""
+"""The web tracker's public endpoints:
+
+- `GET /tracker.js`: the tracker, with an ETag, caching headers and gzip when accepted;
+- `GET /tracker/push-key`: the VAPID public key browsers subscribe to Web Push with
+  (`beacon.subscribePush()`), `{"public_key": ...}`; 404 when push messages do not go
+  through the `web_push` channel.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,12 @@ from functools import cache
 from importlib.resources import files
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from beacon.core.errors import ClientError
+from beacon.deliveries.channels.push import vapid_public_key
+from beacon.settings import Settings
 
 MEDIA_TYPE = "text/javascript; charset=utf-8"
 # The URL carries no version, so caches keep it an hour and revalidate with the ETag after.
@@ -54,4 +64,33 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return etag in tags or "*" in tags
 
 
-routes = [Route("/tracker.js", tracker_js, methods=["GET", "HEAD"])]
+async def push_key(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    key = _push_key(settings)
+    if key is None:
+        refused = ClientError(
+            404,
+            "push_not_configured",
+            "Web Push is not set up: BEACON_DELIVERY_CHANNELS must send push through"
+            " web_push, with its vapid_private_key in BEACON_CHANNEL_SETTINGS",
+        )
+        return JSONResponse(refused.as_json(), status_code=404)
+    return JSONResponse({"public_key": key}, headers={"Cache-Control": CACHE_CONTROL})
+
+
+@cache
+def _vapid_public_key(private_key: str) -> str:
+    return vapid_public_key(private_key)
+
+
+def _push_key(settings: Settings) -> str | None:
+    if settings.delivery_channels.get("push") != "web_push":
+        return None
+    private_key = settings.channel_settings.get("web_push", {}).get("vapid_private_key")
+    return _vapid_public_key(private_key) if isinstance(private_key, str) else None
+
+
+routes = [
+    Route("/tracker.js", tracker_js, methods=["GET", "HEAD"]),
+    Route("/tracker/push-key", push_key, methods=["GET"]),
+]

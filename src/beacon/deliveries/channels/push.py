@@ -1,9 +1,11 @@
 """Push: Web Push to browsers (RFC 8291 encryption, VAPID), and Firebase Cloud Messaging HTTP v1.
 
 Web Push posts the payload, encrypted for the subscription's keys (aes128gcm), to the endpoint
-the browser gave, with a VAPID `Authorization` signed by the operator's key. The endpoint is a
-URL a browser chose, so it goes through the outbound checks like a webhook. 404 and 410 mean
-the subscription is gone: a permanent failure that unsubscribes it.
+the browser gave, with a VAPID `Authorization` signed by the operator's key. The web tracker's
+`beacon.subscribePush()` asks the browser for that subscription with the public key that
+`GET /tracker/push-key` serves, and stores it as the profile's `push_subscription` trait. The
+endpoint is a URL a browser chose, so it goes through the outbound checks like a webhook. 404
+and 410 mean the subscription is gone: a permanent failure that unsubscribes it.
 
 FCM posts `{"message": {"token", "notification", "data"}}` to
 `{base_url}/v1/projects/{project_id}/messages:send` with a bearer token from the token provider
@@ -13,12 +15,14 @@ the process gives (a service account's OAuth token); the answer's `name` is the 
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
+from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid02  # type: ignore[import-untyped]
 from pywebpush import WebPusher  # type: ignore[import-untyped]
 
@@ -87,6 +91,15 @@ def read_vapid_key(key: str) -> Any:
         raise ValueError(
             "vapid_private_key is not a P-256 private key (base64url raw, DER or PEM)"
         ) from None
+
+
+def vapid_public_key(private_key: str) -> str:
+    """Return the public half of a VAPID key as browsers take it: the uncompressed P-256
+    point, base64url without padding (`pushManager.subscribe`'s `applicationServerKey`)."""
+    point = read_vapid_key(private_key).public_key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return base64.urlsafe_b64encode(point).rstrip(b"=").decode()
 
 
 WEB_PUSH_SPEC = ChannelSpec(
