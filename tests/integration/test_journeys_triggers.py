@@ -145,3 +145,27 @@ async def test_a_schedule_over_a_segment_and_segment_entry(client: Client) -> No
     assert await client.messages("joined", "s-1") == []
     await client.advance_to(nine + timedelta(days=1))
     assert [len(await client.messages("daily", u)) for u in ("g-1", "g-2", "s-1")] == [2, 2, 0]
+
+
+async def test_a_journey_applied_later_counts_the_people_already_known(client: Client) -> None:
+    """Inactivity and a date trait are armed for people whose events came before the journey;
+    those quiet for longer than the inactivity already are not started when it is applied."""
+    start = await client.now()
+    birthday = (start + timedelta(days=45)).date()
+    await client.send("dormant", "app.open", birthday=f"1990-{birthday:%m-%d}")
+    await client.settled("dormant")
+    await client.advance_to(start + timedelta(days=40))
+    await client.send("recent", "app.open", birthday=f"1991-{birthday:%m-%d}")
+    await client.settled("recent")
+
+    inactivity = {"type": "inactivity", "events": ["app.open"], "duration": "30d"}
+    await client.admin("POST", "/api/journeys", **greeting("win-back", inactivity))
+    dated = {"type": "date_trait", "trait": "birthday", "time": "10:00"}
+    await client.admin("POST", "/api/journeys", **greeting("birthday", dated))
+    await client.advance_to(datetime.fromisoformat(f"{birthday.isoformat()}T10:00:00+00:00"))
+
+    assert [len(await client.messages("birthday", u)) for u in ("dormant", "recent")] == [1, 1]
+    assert await client.messages("win-back", "recent") == []
+    await client.advance_to(start + timedelta(days=70, minutes=1))
+    assert len(await client.messages("win-back", "recent")) == 1
+    assert await client.messages("win-back", "dormant") == []

@@ -5,7 +5,8 @@ schemas and the computed attributes defined), then stores it as the journey's ne
 unless it equals the last one (`fingerprint`: an unchanged document makes no version). A new
 version starts the runs from then on; runs already inside finish on the version they started
 on. `pause` stops new runs (runs inside go on); `archive` stops new runs and cancels the runs
-inside; `resume` makes a paused or archived journey active again.
+inside; `resume` makes a paused or archived journey active again. Applying and resuming arm
+the inactivity and date triggers of the people already known (`arming`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from beacon.core import jsonio
+from beacon.journeys.arming import arm_known_people
 from beacon.journeys.catalog import Listed, VersionCache
 from beacon.journeys.definition import Journey, parse_journey
 from beacon.journeys.ledger import SqlLedger
@@ -106,7 +108,9 @@ async def apply_journey(tx: Tx, *, document: Any) -> Applied:
             tx.now,
             tx.now,
         )
-    await _arm(tx, Listed(journey, version, status))
+    listed = Listed(journey, version, status)
+    await _arm(tx, listed)
+    await arm_known_people(tx, listed)
     return Applied(name, version, status, created=not found, changed=True)
 
 
@@ -125,6 +129,7 @@ async def set_status(tx: Tx, *, name: str, status: Status) -> Applied:
     listed = catalog.current.get(name)
     if listed is not None:
         await _arm(tx, listed)
+        await arm_known_people(tx, listed)
     elif status == "archived":
         await tx.sql.execute("DELETE FROM timers WHERE key = ?", schedule_key(name))
     return Applied(name, version, status, created=False, changed=found[0][0] != status)
