@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import orjson
 import pytest
 
 from beacon.deliveries.outlets import Outlets, OutletsError
 from tests.conftest import make_settings
 from tests.integration.conftest import ADMIN, ServeApp
+from tests.integration.test_delivery_outbound import running_receiver
 from tests.messaging_driver import MessagingDriver, smtp_mailbox, smtp_settings, wait_until
 
 WELCOME = {
@@ -26,6 +29,7 @@ WELCOME = {
     },
     "sms": {"text": "Code {{ context.code }}"},
 }
+CONTENT_FORM = "application/x-www-form-urlencoded"
 
 
 @asynccontextmanager
@@ -35,8 +39,10 @@ async def messaging(serve: ServeApp, **overrides: Any) -> AsyncIterator[Messagin
 
 
 async def track_person(api: MessagingDriver, **fields: Any) -> str:
-    """Send an event about a person through the server API; return their profile id."""
-    await api.call("POST", "/api/sources", 201, json={"id": "shop", "name": "shop"})
+    """Send an event about a person through the server API (source `shop`, created the first
+    time); return their profile id."""
+    if (await api.client.get("/api/sources/shop", headers=api.admin)).status_code == 404:
+        await api.call("POST", "/api/sources", 201, json={"id": "shop", "name": "shop"})
     key = (await api.call("GET", "/api/sources/shop"))["write_key"]
     response = await api.client.post(
         "/api/v1/events",
@@ -371,3 +377,58 @@ async def test_an_erased_person_leaves_no_message_behind(serve: ServeApp) -> Non
         left = await api.deliveries(profile_id=profile_id)
 
     assert left == []
+
+
+async def test_an_sms_the_carrier_lost_comes_back_as_undelivered_through_its_signed_callback(
+    serve: ServeApp,
+) -> None:
+    async with running_receiver() as twilio:
+        for sid in ("SM1", "SM2"):
+            twilio.answer(201, orjson.dumps({"sid": sid}), {"Content-Type": "application/json"})
+        sms = {"account_sid": "AC1", "auth_token": "t", "from_number": "+15005550006"}
+        sms["base_url"] = twilio.url("")
+        settings = {
+            "delivery_channels": {"sms": "sms"},
+            "channel_settings": {"sms": sms},
+            "outbound_allow_networks": ["127.0.0.0/8"],
+            "public_url": "https://events.shop.test",
+        }
+        async with messaging(serve, **settings) as api:
+            await track_person(api, user_id="u-1", traits={"phone": "+15005550001"})
+            await track_person(api, user_id="u-2", traits={"phone": "+15005550002"})
+            code = await api.message("code", {"sms": WELCOME["sms"]})
+            lost = await api.settled(await api.send(code, {"user_id": "u-1"}, params={"code": "1"}))
+            kept = await api.settled(await api.send(code, {"user_id": "u-2"}, params={"code": "2"}))
+            callbacks = [parse_qs(r.body.decode())["StatusCallback"][0] for r in twilio.requests]
+            paths = [urlsplit(url).path for url in callbacks]
+            reports = [
+                (paths[0], "MessageStatus=undelivered&ErrorCode=30005&MessageSid=SM1"),
+                (paths[0], "MessageStatus=undelivered&ErrorCode=30005&MessageSid=SM1"),
+                (paths[1], "MessageStatus=delivered&MessageSid=SM2"),
+            ]
+            for path, form in reports:
+                answer = await api.client.post(
+                    path, content=form, headers={"Content-Type": CONTENT_FORM}
+                )
+                assert answer.status_code == 204, answer.text
+            forged = await api.client.post(
+                paths[0] + "x", content=reports[0][1], headers={"Content-Type": CONTENT_FORM}
+            )
+            lost = await api.delivery(lost["id"])
+            kept = await api.delivery(kept["id"])
+            undelivered = await api.system_events("message.undelivered")
+            suppressed = await api.call("GET", "/api/suppressions")
+
+    assert all(url.startswith("https://events.shop.test/m/sms-status/") for url in callbacks)
+    assert paths[0] != paths[1]
+    assert forged.status_code == 404
+    assert (lost["status"], lost["status_reason"]) == (
+        "bounced",
+        "undelivered: Twilio error 30005",
+    )
+    assert [s["status"] for s in kept["timeline"]][-1] == "handset_delivered"
+    assert kept["status"] == "sent"
+    [event] = undelivered  # the report came twice; the person lost one message
+    assert event["properties"]["statusDescription"] == "undelivered: Twilio error 30005"
+    assert event["properties"]["deliveryId"] == lost["id"]
+    assert [(s["address"], s["reason"]) for s in suppressed] == [("+15005550001", "bounced")]

@@ -19,6 +19,11 @@ from beacon.storage.transaction import Tx
 
 Kind = Literal["delivered", "undelivered", "read", "clicked", "unsubscribed", "spam"]
 ADDRESS_KIND = {"email": "email", "sms": "phone"}
+SMS_FAILED = frozenset({"undelivered", "failed"})  # Twilio's MessageStatus of a lost SMS
+# Twilio's error codes that say the number can never receive: not a number, not a mobile,
+# unknown to its carrier; 21610, the person replied STOP.
+SMS_NUMBER_GONE = frozenset({"21211", "21614", "30005", "30006"})
+SMS_STOPPED = "21610"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,6 +146,40 @@ async def record_report(tx: Tx, *, report: Report, signer: LinkSigner) -> str:
     if report.permanent:
         await instances.set_status(
             tx, instance.id, status="bounced", reason=description, when="sent"
+        )
+    extra = {"statusDescription": description}
+    await record_activity(tx, instance, "undelivered", signer=signer, extra=extra)
+    return "recorded"
+
+
+async def record_sms_status(
+    tx: Tx, *, delivery_id: str, status: str, error_code: str | None, signer: LinkSigner
+) -> str:
+    """Apply the carrier's report on an SMS (Twilio's `MessageStatus` and `ErrorCode`): its
+    arrival is added to the timeline; a loss records `message.undelivered` with the reason,
+    once, and a number that can never receive (or that replied STOP) is suppressed. Returns
+    what was done."""
+    instance = await instances.load_instance(tx.sql, delivery_id)
+    if instance is None or instance.kind != "sms":
+        return "unknown"
+    if status == "delivered":
+        await instances.add_timeline(tx, instance.id, "handset_delivered")
+        return "recorded"
+    if status not in SMS_FAILED:
+        return "ignored"  # queued, sending, sent...: nothing new to the person
+    if instance.status == "bounced":
+        return "duplicate"
+    description = status if error_code is None else f"{status}: Twilio error {error_code}"
+    await instances.add_timeline(tx, instance.id, "bounced", detail=description)
+    await instances.set_status(tx, instance.id, status="bounced", reason=description, when="sent")
+    if instance.recipient and error_code in SMS_NUMBER_GONE | {SMS_STOPPED}:
+        await suppression.suppress(
+            tx,
+            kind="phone",
+            address=instance.recipient,
+            reason="unsubscribed" if error_code == SMS_STOPPED else "bounced",
+            detail=description,
+            delivery_id=delivery_id,
         )
     extra = {"statusDescription": description}
     await record_activity(tx, instance, "undelivered", signer=signer, extra=extra)

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from beacon.core import jsonio
 
-Purpose = Literal["open", "click", "view", "unsubscribe", "one_click_unsubscribe"]
+Purpose = Literal["open", "click", "view", "unsubscribe", "one_click_unsubscribe", "sms_status"]
 PURPOSES: tuple[Purpose, ...] = get_args(Purpose)
 LINK_PATHS: dict[Purpose, str] = {
     "open": "/m/open/",
@@ -32,6 +32,7 @@ LINK_PATHS: dict[Purpose, str] = {
     "view": "/m/view/",
     "unsubscribe": "/m/unsubscribe/",
     "one_click_unsubscribe": "/m/unsubscribe-one-click/",
+    "sms_status": "/m/sms-status/",
 }
 MIN_SECRET_BYTES = 32
 MAX_TOKEN_CHARS = 4096

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +40,7 @@ class Outlets:
     choices: Mapping[ChannelKind, str]
     channel_settings: Mapping[str, Mapping[str, Any]]
     registry: ChannelRegistry = field(default_factory=default_registry)
+    reachable: bool = False  # BEACON_PUBLIC_URL is set: providers can call Beacon back
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Outlets:
@@ -75,6 +76,7 @@ class Outlets:
             choices=choices,
             channel_settings=settings.channel_settings,
             registry=registry,
+            reachable=settings.public_url is not None,
         )
         outlets._check_channels()
         return outlets
@@ -88,7 +90,21 @@ class Outlets:
     async def open(self) -> AsyncIterator[OpenChannels]:
         """Channels ready to send, over an HTTP client closed when the block ends."""
         async with OutboundHttp(policy=self.policy, user_agent="Beacon") as outbound:
-            yield OpenChannels(self, ChannelServices(outbound=outbound, clock=SystemClock()))
+            services = ChannelServices(
+                outbound=outbound, clock=SystemClock(), status_url=self._status_url()
+            )
+            yield OpenChannels(self, services)
+
+    def _status_url(self) -> Callable[[str], str] | None:
+        """The signed URL of a delivery's status reports, if providers can reach Beacon."""
+        if not self.reachable:
+            return None
+        signer = self.signer
+
+        def url(delivery_id: str) -> str:
+            return signer.url(purpose="sms_status", delivery_id=delivery_id)
+
+        return url
 
     def _check_channels(self) -> None:
         names = {CAPTURE, *self.choices.values(), *self.channel_settings}

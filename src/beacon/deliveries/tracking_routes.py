@@ -10,6 +10,8 @@ inbound bounce endpoint (a source's write key).
   never unsubscribes); `POST` there unsubscribes.
 - `POST /m/unsubscribe-one-click/{token}`: RFC 8058 one-click unsubscribe, the body being
   `List-Unsubscribe=One-Click`.
+- `POST /m/sms-status/{token}`: Twilio's status callback for one SMS (`MessageStatus`,
+  `ErrorCode`): a lost SMS records `message.undelivered`.
 - `POST /api/v1/bounces`: bounces and complaints (JSON, one or a list), with a write key.
 """
 
@@ -19,6 +21,7 @@ import base64
 import html
 import secrets
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
 import structlog
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, status
@@ -44,6 +47,7 @@ NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referre
 PAGE_HEADERS = {**NO_STORE, "Content-Security-Policy": "script-src 'none'; frame-ancestors 'none'"}
 ONE_CLICK = b"List-Unsubscribe=One-Click"
 MAX_REPORTS = 1000
+MAX_STATUS_BYTES = 16 * 1024
 
 
 def _verified(outlets: Outlets, token: str, purpose: Purpose, clock: Clock) -> SignedLink:
@@ -139,6 +143,37 @@ async def one_click_unsubscribe(
         )
     await _unsubscribe(writer, outlets, link.delivery_id, "one-click (RFC 8058)")
     return PlainTextResponse("unsubscribed", headers=NO_STORE)
+
+
+@router.post("/m/sms-status/{token}", include_in_schema=False)
+async def sms_status(
+    token: str, request: Request, clock: ClockDep, writer: WriterDep, outlets: OutletsDep
+) -> Response:
+    """Twilio's status callback for one SMS (a form with `MessageStatus`, `ErrorCode`): the
+    signed link names the delivery, so no one else can report on it."""
+    link = _verified(outlets, token, "sms_status", clock)
+    body = await request.body()
+    if len(body) > MAX_STATUS_BYTES:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "a status report is a small form")
+    form = {name: values[0] for name, values in parse_qs(body.decode("utf-8", "replace")).items()}
+    reported = form.get("MessageStatus", form.get("SmsStatus", "")).strip().lower()
+    if not reported:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "a status report is a form with MessageStatus (Twilio's status callback)",
+        )
+    error_code = form.get("ErrorCode", "").strip() or None
+    result = await writer.run(
+        lambda tx: feedback.record_sms_status(
+            tx,
+            delivery_id=link.delivery_id,
+            status=reported,
+            error_code=error_code,
+            signer=outlets.signer,
+        )
+    )
+    log.info("sms_status_reported", delivery=link.delivery_id, status=reported, result=result)
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
 
 
 async def _unsubscribe(writer: Writer, outlets: Outlets, delivery_id: str, how: str) -> None:

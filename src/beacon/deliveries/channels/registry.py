@@ -26,11 +26,13 @@ TokenProvider = Callable[[], Awaitable[str]]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChannelServices:
-    """What channels get from the process: the outbound HTTP client, the clock, tokens."""
+    """What channels get from the process: the outbound HTTP client, the clock, tokens, and
+    the signed URL a provider reports one delivery's fate to (when Beacon has a public URL)."""
 
     outbound: OutboundHttp
     clock: Clock
     bearer_token: TokenProvider | None = None
+    status_url: Callable[[str], str] | None = None
 
 
 Factory = Callable[[Mapping[str, Any], ChannelServices], Channel]

@@ -4,11 +4,15 @@
 SID and auth token, a form of `To`, `Body` and `From` (or `MessagingServiceSid`). A 201 carries
 the message's `sid`. Error bodies are JSON with a numeric `code`: 21610 means the recipient
 replied STOP, so the number is unsubscribed; other 4xx fail for good, 429 and 5xx for now.
+
+Each message asks for its delivery status at its own signed `StatusCallback` URL (when Beacon
+has a public URL; `feedback.record_sms_status` applies what comes back): an SMS the carrier
+could not deliver becomes `message.undelivered` with Twilio's error code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -48,7 +52,11 @@ class TwilioSettings:
     )
     base_url: str = field(default="https://api.twilio.com", metadata={"doc": "the API's base URL"})
     status_callback: str | None = field(
-        default=None, metadata={"doc": "URL Twilio posts delivery status to, if any"}
+        default=None,
+        metadata={
+            "doc": "URL Twilio posts delivery status to; unset, Beacon's own signed"
+            " /m/sms-status/ link when BEACON_PUBLIC_URL is set"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -73,9 +81,16 @@ class SmsChannel:
 
     spec = SPEC
 
-    def __init__(self, settings: TwilioSettings, *, outbound: OutboundHttp) -> None:
+    def __init__(
+        self,
+        settings: TwilioSettings,
+        *,
+        outbound: OutboundHttp,
+        status_url: Callable[[str], str] | None = None,
+    ) -> None:
         self._settings = settings
         self._outbound = outbound
+        self._status_url = status_url
         sid = quote(settings.account_sid, safe="")
         self._url = f"{settings.base_url.rstrip('/')}/2010-04-01/Accounts/{sid}/Messages.json"
 
@@ -93,6 +108,8 @@ class SmsChannel:
             form["MessagingServiceSid"] = s.messaging_service_sid
         if s.status_callback is not None:
             form["StatusCallback"] = s.status_callback
+        elif self._status_url is not None:
+            form["StatusCallback"] = self._status_url(rendered.delivery_id)
         try:
             response = await self._outbound.post(
                 self._url,
@@ -121,7 +138,7 @@ class SmsChannel:
 def create(settings: Mapping[str, Any], services: ChannelServices) -> SmsChannel:
     """Return the SMS channel the configuration describes."""
     read = read_settings(TwilioSettings, settings, channel="sms")
-    return SmsChannel(read, outbound=services.outbound)
+    return SmsChannel(read, outbound=services.outbound, status_url=services.status_url)
 
 
 def _text(value: Any) -> str | None:
