@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=730, ge=1)
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
     retention_batch_size: int = Field(default=5000, ge=1, le=10_000)
+    webhook_log_days: int = Field(
+        default=30,
+        ge=1,
+        description="How long webhook attempts, and webhook messages delivered or dead, are"
+        " kept (the attempts log and replays reach this far back).",
+    )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     commit_batch_max: int = Field(default=2000, ge=1)
     bus_partitions: int = Field(default=8, ge=1, le=256)

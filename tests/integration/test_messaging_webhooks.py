@@ -424,3 +424,37 @@ async def test_a_journeys_webhook_step_calls_its_url_with_its_headers(
     assert call.headers["authorization"] == "Bearer crm-token"
     assert call.headers["webhook-id"] == delivery_id
     assert "webhook-signature" not in call.headers  # no endpoint of this URL: no secret
+
+
+async def test_the_webhook_log_and_the_delivery_log_are_cleaned_up_after_their_time(
+    serve: ServeApp, receiver: Receiver
+) -> None:
+    day = 86_400
+    async with messaging(serve) as api:
+        endpoint_id, secret = await api.endpoint(receiver.url())
+        [old] = await deliver(api, 1)
+        await received(receiver, secret, 1)
+        await api.advance(31 * day)
+        [recent] = await deliver(api, 1, first=1)
+        await received(receiver, secret, 2)
+        log = f"/api/webhooks/{endpoint_id}"
+
+        async def only_recent_logged() -> bool:
+            attempts = (await api.call("GET", f"{log}/attempts"))["items"]
+            return len(attempts) == 1
+
+        await wait_until(only_recent_logged, what="the month-old webhook attempt deleted")
+        batches = (await api.call("GET", f"{log}/messages"))["items"]
+        kept = await api.call("GET", f"/api/deliveries/{old}")
+        await api.advance(700 * day)  # `old` was sent 731 days ago, `recent` 700
+
+        async def old_delivery_gone() -> bool:
+            answer = await api.client.get(f"/api/deliveries/{old}", headers=ADMIN)
+            return answer.status_code == 404
+
+        await wait_until(old_delivery_gone, what="the two-year-old delivery deleted")
+        still = await api.call("GET", f"/api/deliveries/{recent}")
+
+    assert len(batches) == 1  # the batch delivered a month ago went with its attempt
+    assert kept["status"] == "sent"  # the delivery log keeps what the event history keeps
+    assert still["status"] == "sent"

@@ -27,6 +27,7 @@ import structlog
 from beacon.bus.messages import DELIVERIES_TOPIC, Envelope, MessageType, declare, envelope
 from beacon.deliveries import instances, suppression
 from beacon.deliveries.channels.base import Outcome, SendResult
+from beacon.deliveries.cleanup import cleanup_job
 from beacon.deliveries.feedback import record_activity
 from beacon.deliveries.outlets import OpenChannels, Outlets
 from beacon.deliveries.recipients import ADDRESS_KINDS
@@ -232,8 +233,8 @@ def retry_timers() -> TimerKind:
 
 def register(registry: Registry, platform: Platform) -> None:
     """Messaging's consumers and timers: the delivery worker and its retries; the activity
-    collector, the batch timer, the webhook sender and its retries. Settings that cannot send
-    stop the process here, naming the setting."""
+    collector, the batch timer, the webhook sender and its retries; the cleanup of old rows
+    (`cleanup`). Settings that cannot send stop the process here, naming the setting."""
     outlets = Outlets.from_settings(platform.settings)
     settings = platform.settings
     registry.consumer(consumer(DeliveryWorker(platform, outlets)))
@@ -247,3 +248,4 @@ def register(registry: Registry, platform: Platform) -> None:
     registry.timer(batches.batch_timers(maker))
     registry.consumer(sender.consumer(sender.WebhookSender(platform, outlets)))
     registry.timer(sender.retry_timers())
+    registry.periodic(cleanup_job(platform))
