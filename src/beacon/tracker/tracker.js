@@ -212,49 +212,35 @@
     page();
   };
 
-  // Web Push: the page's service worker (given, registered from `serviceWorker`, or the one
-  // controlling the page) subscribes with Beacon's VAPID key; the subscription becomes the
-  // profile's `push_subscription` trait. Resolves to the subscription's JSON, else null.
-  const keyBytes = (key) => {
-    const b64 = key.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - (key.length % 4)) % 4);
-    return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-  };
-  const sameKey = (buffer, bytes) =>
-    !!buffer && buffer.byteLength === bytes.length && new Uint8Array(buffer).every((b, i) => b === bytes[i]);
-  const pushRegistration = async (o) => {
-    if (o.registration) return o.registration;
-    if (!nav.serviceWorker) return null;
-    if (o.serviceWorker) await nav.serviceWorker.register(o.serviceWorker);
-    if (o.serviceWorker) return nav.serviceWorker.ready; // active: only then can it subscribe
-    return nav.serviceWorker.getRegistration();
+  // Web Push: the subscription becomes the `push_subscription` trait (README: subscribePush).
+  const pushTrait = (json) => enqueue("identify", { traits: { push_subscription: json } });
+  const worker = async (o) => {
+    const sw = nav.serviceWorker;
+    if (o.registration || !sw) return o.registration;
+    if (o.serviceWorker) await sw.register(o.serviceWorker);
+    return o.serviceWorker ? sw.ready : sw.getRegistration(); // ready: active, can subscribe
   };
   const subscribePush = async (o) => {
-    const registration = await pushRegistration(o);
-    if (!registration || !registration.pushManager) return warn("Web Push needs a service worker"), null;
+    const reg = await worker(o), pm = reg && reg.pushManager;
     let key = o.publicKey;
+    if (!pm) return warn("Web Push needs a service worker"), null;
     if (!key) {
       const response = await fetch(cfg.host + "/tracker/push-key", { credentials: "omit" });
       if (!response.ok) return warn("Beacon has no Web Push key", response.status), null;
       key = (await response.json()).public_key;
     }
-    const bytes = keyBytes(String(key));
-    let subscription = await registration.pushManager.getSubscription();
-    if (subscription && !sameKey(subscription.options && subscription.options.applicationServerKey, bytes)) {
-      await subscription.unsubscribe(); // made with another key: Beacon could not sign for it
-      subscription = null;
-    }
-    if (!subscription) {
-      subscription = await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: bytes });
-    }
-    const json = subscription.toJSON();
-    enqueue("identify", { traits: { push_subscription: json } });
-    return json;
+    const bytes = Uint8Array.from(atob(String(key).replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+    let sub = await pm.getSubscription();
+    const old = sub && sub.options && sub.options.applicationServerKey;
+    if (sub && !(old && String(new Uint8Array(old)) === String(bytes))) await sub.unsubscribe(), (sub = null);
+    sub = sub || (await pm.subscribe({ userVisibleOnly: true, applicationServerKey: bytes }));
+    pushTrait(sub.toJSON());
+    return sub.toJSON();
   };
   const unsubscribePush = async (o) => {
-    const registration = await pushRegistration(o);
-    const subscription = registration && registration.pushManager && (await registration.pushManager.getSubscription());
-    if (subscription) await subscription.unsubscribe();
-    enqueue("identify", { traits: { push_subscription: null } });
+    const reg = await worker(o), sub = reg && reg.pushManager && (await reg.pushManager.getSubscription());
+    if (sub) await sub.unsubscribe();
+    pushTrait(null);
   };
 
   const api = {
