@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -56,12 +59,17 @@ class BeaconAPI(FastAPI):
 
 
 def create_app(
-    settings: Settings, *, clock: Clock | None = None, freeze_gc: bool = False
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    freeze_gc: bool = False,
+    supervisor_pid: int | None = None,
 ) -> BeaconAPI:
     """Build the app; its lifespan starts and stops the runtime.
 
     `freeze_gc` moves everything allocated at start-up out of the garbage collector's reach, so
     collections under load only walk request objects (measured: +20 % ingest throughput).
+    `supervisor_pid`: the process stops itself once that parent is gone (`stop_when_orphaned`).
     """
     runtime = Runtime(settings=settings, clock=clock or clock_of(settings), role="server")
 
@@ -71,9 +79,14 @@ def create_app(
         if freeze_gc:
             gc.collect()
             gc.freeze()
+        watch = None
+        if supervisor_pid is not None:
+            watch = asyncio.create_task(stop_when_orphaned(supervisor_pid))
         try:
             yield
         finally:
+            if watch is not None:
+                watch.cancel()
             await runtime.stop()
 
     app = BeaconAPI(
@@ -150,9 +163,28 @@ async def internal_error(request: Request, exc: Exception) -> Response:
 
 
 def app_from_environment() -> FastAPI:
-    """Uvicorn's factory for `beacon serve`: settings from `BEACON_*` variables."""
+    """Uvicorn's factory for `beacon serve`: settings from `BEACON_*` variables. A server
+    process that `beacon serve --workers N` started stops when that supervisor is gone."""
     from beacon.core.logging import configure_logging
 
     settings = Settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
-    return create_app(settings, freeze_gc=True)
+    supervisor = os.environ.get(SUPERVISOR_PID, "")
+    pid = int(supervisor) if supervisor.isdigit() else None
+    return create_app(settings, freeze_gc=True, supervisor_pid=pid)
+
+
+# `beacon serve --workers N` names itself to the server processes it starts (an environment
+# variable, as they are spawned), so each can tell when it has been left alone.
+SUPERVISOR_PID = "_BEACON_SUPERVISOR_PID"
+ORPHAN_CHECK_SECONDS = 1.0
+
+
+async def stop_when_orphaned(supervisor_pid: int) -> None:
+    """Stop this server process (SIGTERM: a graceful stop) once its supervisor is gone, as
+    after a SIGKILL of `beacon serve`: it would otherwise go on serving on the inherited
+    socket, and a restarted `beacon serve` could not take the port."""
+    while os.getppid() == supervisor_pid:
+        await asyncio.sleep(ORPHAN_CHECK_SECONDS)
+    log.warning("server_orphaned", supervisor_pid=supervisor_pid)
+    os.kill(os.getpid(), signal.SIGTERM)

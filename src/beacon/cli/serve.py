@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from typing import Annotated
@@ -31,6 +32,7 @@ def serve(
     """Serve the HTTP API (ingest, admin, ops) and, on the memory bus, the consumers."""
     import uvicorn
 
+    from beacon.app import SUPERVISOR_PID
     from beacon.migrations.runner import upgrade_database
     from beacon.serving import ConnectionLimits, http_protocol, raise_open_file_limit
 
@@ -42,6 +44,8 @@ def serve(
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     limits = ConnectionLimits.from_settings(settings)
     raise_open_file_limit(limits.max_connections)
+    if workers > 1:  # its server processes stop when it is gone (`app.stop_when_orphaned`)
+        os.environ[SUPERVISOR_PID] = str(os.getpid())
     uvicorn.run(
         "beacon.app:app_from_environment",
         factory=True,
