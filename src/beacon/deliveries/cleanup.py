@@ -16,8 +16,10 @@ Suppressions are never deleted by time: an address that bounced or complained st
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 import structlog
 
@@ -48,43 +50,39 @@ async def clean(
 ) -> CleanupReport:
     """Delete what is past its time (see the module docstring); return what went."""
     webhook_cutoff = now - timedelta(days=webhook_log_days)
-    attempts = await _in_batches(
-        writer,
-        "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts"
-        " WHERE at < ? ORDER BY id LIMIT ?)",
-        webhook_cutoff,
-        batch_size,
-    )
-    messages = items = 0
-    while True:
-        gone = await writer.run(lambda tx: _delete_webhook_messages(tx, webhook_cutoff, batch_size))
-        messages, items = messages + gone[0], items + gone[1]
-        if gone[0] < batch_size:
-            break
     log_cutoff = now - timedelta(days=retention_days)
-    instances = timeline = 0
+
+    async def attempts(tx: Tx) -> tuple[int, int]:
+        deleted = await tx.sql.execute(
+            "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts"
+            " WHERE at < ? ORDER BY id LIMIT ?)",
+            webhook_cutoff,
+            batch_size,
+        )
+        return deleted, 0
+
+    webhooks = partial(_delete_webhook_messages, cutoff=webhook_cutoff, limit=batch_size)
+    delivery_log = partial(_delete_instances, cutoff=log_cutoff, limit=batch_size)
+    attempts_gone, _ = await _drain(writer, attempts, batch_size)
+    messages, items = await _drain(writer, webhooks, batch_size)
+    instances, timeline = await _drain(writer, delivery_log, batch_size)
+    return CleanupReport(attempts_gone, messages, items, instances, timeline)
+
+
+async def _drain(
+    writer: Writer, step: Callable[[Tx], Awaitable[tuple[int, int]]], batch_size: int
+) -> tuple[int, int]:
+    """Run `step` (one transaction each) until it deletes fewer than `batch_size` rows;
+    return the sums of the (rows, dependent rows) it deleted."""
+    rows = dependent = 0
     while True:
-        gone = await writer.run(lambda tx: _delete_instances(tx, log_cutoff, batch_size))
-        instances, timeline = instances + gone[0], timeline + gone[1]
-        if gone[0] < batch_size:
-            break
-    return CleanupReport(attempts, messages, items, instances, timeline)
-
-
-async def _in_batches(writer: Writer, statement: str, cutoff: datetime, batch_size: int) -> int:
-    total = 0
-    while True:
-
-        async def delete(tx: Tx) -> int:
-            return await tx.sql.execute(statement, cutoff, batch_size)
-
-        deleted = await writer.run(delete)
-        total += deleted
+        deleted, with_them = await writer.run(step)
+        rows, dependent = rows + deleted, dependent + with_them
         if deleted < batch_size:
-            return total
+            return rows, dependent
 
 
-async def _delete_webhook_messages(tx: Tx, cutoff: datetime, limit: int) -> tuple[int, int]:
+async def _delete_webhook_messages(tx: Tx, *, cutoff: datetime, limit: int) -> tuple[int, int]:
     rows = await tx.sql.fetch(
         f"SELECT id FROM webhook_messages WHERE status IN {FINISHED_WEBHOOKS}"
         " AND created_at < ? LIMIT ?",
@@ -102,7 +100,7 @@ async def _delete_webhook_messages(tx: Tx, cutoff: datetime, limit: int) -> tupl
     return messages, items
 
 
-async def _delete_instances(tx: Tx, cutoff: datetime, limit: int) -> tuple[int, int]:
+async def _delete_instances(tx: Tx, *, cutoff: datetime, limit: int) -> tuple[int, int]:
     """Delete the oldest instances before `cutoff`, with their timelines and the requests
     they came from; return the instances and timeline steps deleted."""
     rows = await tx.sql.fetch(
