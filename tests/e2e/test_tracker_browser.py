@@ -611,7 +611,15 @@ WEB_PUSH = {
 PUSH_SERVICE = """
     window.askedKeys = [];
     window.pushSubscription = null;
-    PushManager.prototype.getSubscription = async function () { return null; };
+    window.earlier = null;  // a subscription the browser already holds: {key: [...], json}
+    window.unsubscribed = [];
+    PushManager.prototype.getSubscription = async function () {
+        const held = window.earlier;
+        if (!held) return null;
+        const options = { applicationServerKey: new Uint8Array(held.key).buffer };
+        const unsubscribe = async () => { window.unsubscribed.push(held.json); return true; };
+        return { options, toJSON: () => held.json, unsubscribe };
+    };
     PushManager.prototype.subscribe = async function (options) {
         window.askedKeys.push(Array.from(new Uint8Array(options.applicationServerKey)));
         const json = window.pushSubscription;
@@ -679,3 +687,32 @@ async def test_without_web_push_the_tracker_subscribes_nobody(
         answer = await http.get("/tracker/push-key")
     assert answer.status_code == 404
     assert answer.json()["error"]["code"] == "push_not_configured"
+
+
+@pytest.mark.parametrize("beacon_settings", [WEB_PUSH], indirect=True)
+async def test_a_subscription_made_with_another_key_is_replaced_and_one_with_beacons_kept(
+    beacon: BeaconServer, site: Site, context: BrowserContext
+) -> None:
+    site.pages["/sw.js"] = "self.addEventListener('push', () => {});"
+    site.pages["/"] = shop_page(f"{beacon.url}/tracker.js", flush_interval="100")
+    await context.add_init_script(PUSH_SERVICE)
+    page = await open_page(context, site.url("/"))
+    beacons_key = list(base64.urlsafe_b64decode(PUSH_PUBLIC_KEY + "="))
+    fresh = {"endpoint": "https://push.test/fresh", "keys": {"p256dh": "p", "auth": "a"}}
+    stale = {"endpoint": "https://push.test/stale", "keys": {"p256dh": "p", "auth": "a"}}
+    kept = {"endpoint": "https://push.test/kept", "keys": {"p256dh": "p", "auth": "a"}}
+    subscribe = "() => beacon.subscribePush({serviceWorker: '/sw.js'})"
+
+    await page.evaluate(
+        "([json, earlier]) => { window.pushSubscription = json; window.earlier = earlier; }",
+        [fresh, {"key": [1] * 65, "json": stale}],
+    )
+    replaced = await page.evaluate(subscribe)
+    held = {"key": beacons_key, "json": kept}
+    await page.evaluate("(earlier) => { window.earlier = earlier; }", held)
+    same = await page.evaluate(subscribe)
+
+    assert replaced == fresh
+    assert await page.evaluate("() => window.unsubscribed") == [stale]
+    assert same == kept  # made with Beacon's key: nothing asked of the push service again
+    assert len(await page.evaluate("() => window.askedKeys")) == 1
