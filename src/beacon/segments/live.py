@@ -14,6 +14,9 @@ One transaction per consumer batch (`handle_events`), in message order, per prof
 - `profile.erased` deletes the people's states, memberships, history and timers;
 - an event of a merged profile counts for its survivor; one of an erased profile, for nobody.
 
+A segment change (`segment.entered` / `segment.exited`, the consumer's own doing) that no
+attribute counts is only remembered as seen: it changes nothing a rule reads.
+
 The change a profile's imported event causes is marked `imported`. Then each touched profile's
 timer is brought to the earliest moment time alone changes a segment evaluated (`schedule`).
 `reevaluate` (the timer) evaluates every live version of a profile at its moment.
@@ -60,6 +63,12 @@ async def handle_events(
     if not catalog.segments and not catalog.definitions:
         await _count_only(tx, messages)
         return
+    quiet = [m for m in messages if _moves_nothing(catalog, m)]
+    if quiet:
+        await _count_only(tx, quiet)
+        messages = [m for m in messages if not _moves_nothing(catalog, m)]
+        if not messages:
+            return
     named = _profiles_named(messages)
     survivors = await resolve_profiles(tx.sql, named)
     await lock_profiles(tx, named | set(survivors.values()))
@@ -171,6 +180,17 @@ async def _count_only(tx: Tx, messages: Sequence[EventMessage]) -> None:
             gone = sorted(str(p) for p in message.properties.get("profile_ids", ()))
             await forget_profiles(tx, gone, history=True)
             await schedule.cancel(tx, gone)
+
+
+SEGMENT_CHANGES = frozenset({lifecycle.SEGMENT_ENTERED, lifecycle.SEGMENT_EXITED})
+
+
+def _moves_nothing(catalog: Catalog, message: EventMessage) -> bool:
+    """Whether the message is a segment change no attribute counts: it changes no trait,
+    consent or identity of a profile already known, so it moves no segment (time moves them
+    by their timers). Each membership change is itself such an event: evaluating the person
+    again for it would double the consumer's work."""
+    return message.type in SEGMENT_CHANGES and message.type not in catalog.by_type
 
 
 def _counts(message: EventMessage, survivors: dict[str, str], profiles: Profiles) -> bool:
