@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from beacon.deliveries.requests import DeliveryRequest, request_delivery
+from beacon.deliveries.requests import DeliveryRequest, request_deliveries, request_delivery
 from tests.beacon_process import free_port
 from tests.integration.conftest import ADMIN, ServeApp
 from tests.integration.test_delivery_outbound import Receiver, running_receiver
@@ -424,6 +424,41 @@ async def test_a_journeys_webhook_step_calls_its_url_with_its_headers(
     assert call.headers["authorization"] == "Bearer crm-token"
     assert call.headers["webhook-id"] == delivery_id
     assert "webhook-signature" not in call.headers  # no endpoint of this URL: no secret
+
+
+async def test_requests_stored_a_batch_at_a_time_are_each_sent_once(
+    serve: ServeApp, receiver: Receiver
+) -> None:
+    async with serve(**SETTINGS, delivery_channels={"webhook": "webhook"}) as served:
+        api = MessagingDriver(served.client, ADMIN)
+        message_id = await api.message("note", NOTE)
+        person = await api.settled(await api.send(message_id, {"email": "p@example.com"}))
+
+        def call(key: str) -> DeliveryRequest:
+            body = f'{{"key": "{key}"}}'
+            content = {"url": receiver.url(f"/crm/{key}"), "method": "POST", "body": body}
+            return DeliveryRequest(
+                profile_id=person["profile_id"],
+                channel="webhook",
+                idempotency_key=key,
+                requested_by="journey:leads",
+                content=content,
+            )
+
+        write = served.app.state.writer.run
+        [earlier] = await write(lambda tx: request_deliveries(tx, [call("k0")]))
+        batch = [call("k1"), call("k0"), call("k2"), call("k1")]
+        ids = await write(lambda tx: request_deliveries(tx, batch))
+        for delivery_id in (earlier, ids[0], ids[2]):
+            assert delivery_id is not None
+            settled = await api.settled(delivery_id)
+            assert settled["status"] == "sent", str(settled)
+
+    # a key stored before, or earlier in the same batch, is the same request: no second one
+    assert ids[1] is None and ids[3] is None
+    assert len({earlier, ids[0], ids[2]}) == 3
+    paths = sorted(r.path for r in receiver.requests if r.path.startswith("/crm/"))
+    assert paths == ["/crm/k0", "/crm/k1", "/crm/k2"]
 
 
 async def test_the_webhook_log_and_the_delivery_log_are_cleaned_up_after_their_time(

@@ -3,18 +3,20 @@
 A request names the person, the channel, a template (by name) or inline content per channel,
 the variables to render with, and an idempotency key. `request_delivery` stores it in the
 caller's transaction (a second request with the same key is the same request: nothing new is
-stored) and publishes `delivery.requested` once it commits, for the delivery worker
-(`worker`), which sends it as a message instance.
+stored; `request_deliveries` stores many in two statements) and publishes `delivery.requested`
+once it commits, for the delivery worker (`worker`), which sends it as a message instance.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from beacon.bus.messages import DELIVERIES_TOPIC, Envelope, MessageType, declare
 from beacon.core.ids import new_id
 from beacon.core.jsonio import dumps_text
+from beacon.core.sql import chunks, in_list
 from beacon.storage.transaction import Tx
 
 DELIVERY_REQUESTED = "delivery.requested"
@@ -85,28 +87,58 @@ class DeliveryRequested:
         )
 
 
-async def request_delivery(tx: Tx, request: DeliveryRequest) -> str | None:
-    """Store `request` and publish it once `tx` commits; return its id, or None if a request
-    with the same idempotency key was stored before (then nothing changes)."""
-    request_id = new_id()
-    rows = await tx.sql.fetch(
-        "INSERT INTO delivery_requests (id, idempotency_key, profile_id, channel, template,"
-        " content, variables, requested_by, requested_at, status, message_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'requested', ?)"
-        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+INSERT_REQUEST = (
+    "INSERT INTO delivery_requests (id, idempotency_key, profile_id, channel, template,"
+    " content, variables, requested_by, requested_at, status, message_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'requested', ?)"
+    " ON CONFLICT (idempotency_key) DO NOTHING"
+)
+
+
+def _row(tx: Tx, request_id: str, request: DeliveryRequest) -> tuple[Any, ...]:
+    content = None if request.content is None else dumps_text(request.content)
+    return (
         request_id,
         request.idempotency_key,
         request.profile_id,
         request.channel,
         request.template,
-        None if request.content is None else dumps_text(request.content),
+        content,
         dumps_text(request.variables),
         request.requested_by,
         tx.now,
         request.message_id,
     )
-    if not rows:
-        return None
+
+
+def _published(tx: Tx, request_id: str, request: DeliveryRequest) -> str:
     message = DeliveryRequested(request_id, request_id, request.profile_id, request.channel)
     tx.enqueue([message.envelope()])
     return request_id
+
+
+async def request_delivery(tx: Tx, request: DeliveryRequest) -> str | None:
+    """Store `request` and publish it once `tx` commits; return its id, or None if a request
+    with the same idempotency key was stored before (then nothing changes)."""
+    request_id = new_id()
+    rows = await tx.sql.fetch(f"{INSERT_REQUEST} RETURNING id", *_row(tx, request_id, request))
+    return _published(tx, request_id, request) if rows else None
+
+
+async def request_deliveries(tx: Tx, requests: Sequence[DeliveryRequest]) -> list[str | None]:
+    """`request_delivery` for many requests in two statements, whatever their number; the ids
+    in the order of `requests` (None for a key stored before, or earlier in `requests`)."""
+    if not requests:
+        return []
+    ids = [new_id() for _ in requests]
+    rows = [_row(tx, i, r) for i, r in zip(ids, requests, strict=True)]
+    await tx.sql.executemany(INSERT_REQUEST, rows)
+    stored: set[str] = set()
+    for chunk in chunks(ids):
+        rows = await tx.sql.fetch(
+            f"SELECT id FROM delivery_requests WHERE id IN ({in_list(len(chunk))})", *chunk
+        )
+        stored.update(str(row[0]) for row in rows)
+    return [
+        _published(tx, i, r) if i in stored else None for i, r in zip(ids, requests, strict=True)
+    ]

@@ -1,12 +1,12 @@
 """Applying a run's effects in the worker's transaction, through each owner's own write path.
 
-A delivery request goes through messaging's `request_delivery` with the effect's idempotency
-key (a journey's webhook step is a request on the `webhook` channel whose content holds url,
-method, headers and body); trait updates through identity's `edit_traits` (which records
-`profile.traits_changed`); an emitted event is a system event of the profile
+A send becomes messaging's delivery request with the effect's idempotency key
+(`delivery_request`: a journey's webhook step is a request on the `webhook` channel whose
+content holds url, method, headers and body), which the ledger stores a batch at a time;
+trait updates go through identity's `edit_traits` (which records `profile.traits_changed`);
+an emitted event is a system event of the profile
 (`lifecycle.record`) whose id derives from the idempotency key; timers through `timers.store`;
-conversions in `journey_conversions`. Sends that caps count are returned for the ledger to
-store with the run (`journey_sends`).
+conversions in `journey_conversions`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from typing import Any
 
 from beacon import lifecycle
 from beacon.core import jsonio
-from beacon.deliveries.requests import DeliveryRequest, request_delivery
+from beacon.deliveries.requests import DeliveryRequest
 from beacon.identity.actions import edit_traits
 from beacon.identity.traits import TraitOp
 from beacon.journeys import effects as fx
 from beacon.journeys.process import RUN_TIMER
+from beacon.journeys.runs import Run
 from beacon.storage.transaction import Tx
 from beacon.timers import store as timers
 
@@ -40,20 +41,28 @@ class Send:
     sent_at: datetime
 
 
-async def apply_effect(tx: Tx, effect: fx.Effect, *, journey: str) -> Send | None:
-    """Apply one effect of a run of `journey` in `tx`; return the send it made, if any."""
+def delivery_request(effect: fx.Effect, run: Run) -> DeliveryRequest | None:
+    """The delivery request a send or webhook effect of `run` makes, else None."""
     if isinstance(effect, fx.RequestDelivery):
         content = None if effect.content is None else dict(effect.content)
-        return await deliver(
-            tx,
-            effect.profile_id,
-            effect.channel,
-            effect.idempotency_key,
-            journey,
-            effect.template,
-            content,
-            dict(effect.variables),
-        )
+        channel, template, variables = effect.channel, effect.template, dict(effect.variables)
+    elif isinstance(effect, fx.CallWebhook):
+        channel, template, content, variables = "webhook", None, webhook_content(effect), {}
+    else:
+        return None
+    return DeliveryRequest(
+        profile_id=run.profile_id,
+        channel=channel,
+        idempotency_key=effect.idempotency_key,
+        requested_by=f"journey:{run.journey}",
+        template=template,
+        content=content,
+        variables=variables,
+    )
+
+
+async def apply_effect(tx: Tx, effect: fx.Effect) -> None:
+    """Apply one effect other than a delivery request (`delivery_request`) in `tx`."""
     if isinstance(effect, fx.UpdateTraits):
         ops = [TraitOp("set", name, value) for name, value in effect.set.items()]
         ops += [TraitOp("increment", name, value) for name, value in effect.increment.items()]
@@ -82,34 +91,7 @@ async def apply_effect(tx: Tx, effect: fx.Effect, *, journey: str) -> Send | Non
             effect.event_id,
             effect.converted_at,
         )
-    # CallWebhook needs its run's profile (the ledger calls `deliver`); SendSkipped and RunEnded:
-    # the run's state and path already say so.
-    return None
-
-
-async def deliver(
-    tx: Tx,
-    profile_id: str,
-    channel: str,
-    key: str,
-    journey: str,
-    template: str | None,
-    content: dict[str, Any] | None,
-    variables: dict[str, Any],
-) -> Send | None:
-    """Hand a message to messaging; the send to count, or None if the key was requested before."""
-    request = DeliveryRequest(
-        profile_id=profile_id,
-        channel=channel,
-        idempotency_key=key,
-        requested_by=f"journey:{journey}",
-        template=template,
-        content=content,
-        variables=variables,
-    )
-    if await request_delivery(tx, request) is None:
-        return None
-    return Send(key, profile_id, channel, journey, tx.now)
+    # SendSkipped and RunEnded: the run's state and path already say so.
 
 
 def webhook_content(effect: fx.CallWebhook) -> dict[str, Any]:

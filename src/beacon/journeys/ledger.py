@@ -18,8 +18,9 @@ from typing import Any
 
 from beacon.core import jsonio
 from beacon.core.sql import chunks, in_list
+from beacon.deliveries.requests import DeliveryRequest, request_deliveries
 from beacon.journeys import effects as fx
-from beacon.journeys.applying import Send, apply_effect, deliver, webhook_content
+from beacon.journeys.applying import Send, apply_effect, delivery_request
 from beacon.journeys.definition import Journey
 from beacon.journeys.effects import Effect
 from beacon.journeys.entry import PriorRun
@@ -110,10 +111,15 @@ class SqlLedger:
         self.views: dict[tuple[str, int], ProfileView | None] = {}
         self.prior: dict[tuple[str, str], list[PriorRun]] = {}
         self.runs: dict[str, Run] = {}  # the newest state of every run read or saved
+        # The same runs found by person and by what they wait for: a batch's events each look
+        # up their own, never scan every run the batch holds.
+        self.by_profile: dict[str, dict[str, None]] = {}
+        self.by_wait: dict[tuple[str | None, str | None], dict[str, None]] = {}
         self.stored: set[str] = set()  # of those, the ones the database has a row of
         self.dirty: dict[str, None] = {}  # runs to write, in the order they changed
         self.paths: list[tuple[Any, ...]] = []
-        self.sends: list[Send] = []
+        self.sends: dict[str, list[Send]] = {}  # by profile
+        self.requests: list[DeliveryRequest] = []  # stored by `flush`, a batch at a time
 
     async def preload(self, profile_ids: Iterable[str], journeys: Sequence[str]) -> None:
         """Read the people of a batch, and their runs of `journeys`, in a few queries."""
@@ -171,11 +177,8 @@ class SqlLedger:
             *journeys,
         )
         self._known(rows)
-        found = [
-            run
-            for run in self.runs.values()
-            if run.profile_id == profile_id and run.journey in journeys and run.status in LIVE
-        ]
+        held = (self.runs[run_id] for run_id in self.by_profile.get(profile_id, {}))
+        found = [run for run in held if run.journey in journeys and run.status in LIVE]
         return sorted(found, key=lambda run: (run.started_at, run.id))
 
     async def waiting_runs(self, event_type: str, match: str) -> list[Run]:
@@ -186,7 +189,7 @@ class SqlLedger:
             match,
         )
         self._known(rows)
-        found = [r for r in self.runs.values() if waiting_columns(r) == (event_type, match)]
+        found = [self.runs[run_id] for run_id in self.by_wait.get((event_type, match), {})]
         return sorted(found, key=lambda run: (run.started_at, run.id))
 
     async def run(self, run_id: str) -> Run | None:
@@ -203,7 +206,19 @@ class SqlLedger:
         for (state,) in rows:
             run = run_of(state)
             self.stored.add(run.id)
-            self.runs.setdefault(run.id, run)
+            if run.id not in self.runs:
+                self._hold(run)
+
+    def _hold(self, run: Run) -> None:
+        """Make `run` the newest state the ledger holds of it."""
+        before = self.runs.get(run.id)
+        if before is not None:
+            self.by_wait.get(waiting_columns(before), {}).pop(run.id, None)
+        self.runs[run.id] = run
+        self.by_profile.setdefault(run.profile_id, {})[run.id] = None
+        columns = waiting_columns(run)
+        if columns[0] is not None:
+            self.by_wait.setdefault(columns, {})[run.id] = None
 
     async def profile(self, profile_id: str, journey: Journey) -> ProfileView | None:
         key = (profile_id, id(journey))
@@ -226,7 +241,7 @@ class SqlLedger:
             since,
         )
         found = [SentMessage(str(c), stored_time(at), str(j)) for c, at, j in rows]
-        pending = [s for s in self.sends if s.profile_id == profile_id and s.sent_at > since]
+        pending = [s for s in self.sends.get(profile_id, []) if s.sent_at > since]
         return found + [SentMessage(s.channel, s.sent_at, s.journey) for s in pending]
 
     async def occurrence(self, counted: AttributeDefinition, event: EventSnapshot) -> int:
@@ -238,28 +253,33 @@ class SqlLedger:
         if before is None and (after.profile_id, after.journey) in self.prior:
             summary = RunSummary(after.id, after.key, after.status, after.started_at)
             self.prior[(after.profile_id, after.journey)].append(summary)
-        self.runs[after.id] = after
+        self._hold(after)
         self.dirty.pop(after.id, None)
         self.dirty[after.id] = None
         self.paths += path_rows(before, after)
         for effect in effects:
-            if isinstance(effect, fx.CallWebhook):
-                content = webhook_content(effect)
-                key = effect.idempotency_key
-                send = await deliver(
-                    self.tx, after.profile_id, "webhook", key, after.journey, None, content, {}
-                )
+            request = delivery_request(effect, after)
+            if request is None:
+                await apply_effect(self.tx, effect)
             else:
-                send = await apply_effect(self.tx, effect, journey=after.journey)
-            if send is not None:
-                self.sends.append(send)
+                self.requests.append(request)
+                key, channel = request.idempotency_key, request.channel
+                send = Send(key, after.profile_id, channel, after.journey, self.tx.now)
+                self.sends.setdefault(after.profile_id, []).append(send)
             if isinstance(effect, fx.UpdateTraits):  # read the person again
                 self.people.pop(effect.profile_id, None)
                 self.views = {k: v for k, v in self.views.items() if k[0] != effect.profile_id}
 
     async def flush(self) -> None:
-        """Write the runs, path steps and sends saved since the last flush."""
+        """Write the runs, path steps, delivery requests and sends saved since the last flush.
+
+        A send whose idempotency key was requested before (a batch handled again) is no send:
+        it is dropped here, as its request is."""
         tx, now = self.tx, self.tx.now
+        stored = await request_deliveries(tx, self.requests)
+        pairs = zip(self.requests, stored, strict=True)
+        requested = {request.idempotency_key for request, stored_id in pairs if stored_id}
+        sends = [s for held in self.sends.values() for s in held if s.idempotency_key in requested]
         changed = [self.runs[run_id] for run_id in self.dirty]
         new = [run for run in changed if run.id not in self.stored]
         old = [run for run in changed if run.id in self.stored]
@@ -269,14 +289,13 @@ class SqlLedger:
             await tx.sql.executemany(UPDATE_RUN, [_updated(run, now) for run in old])
         if self.paths:
             await tx.sql.executemany(UPSERT_PATH, self.paths)
-        if self.sends:
+        if sends:
             rows = [
-                (s.idempotency_key, s.profile_id, s.channel, s.journey, s.sent_at)
-                for s in self.sends
+                (s.idempotency_key, s.profile_id, s.channel, s.journey, s.sent_at) for s in sends
             ]
             await tx.sql.executemany(INSERT_SEND, rows)
         self.stored.update(run.id for run in new)
-        self.dirty, self.paths, self.sends = {}, [], []
+        self.dirty, self.paths, self.sends, self.requests = {}, [], {}, []
 
     async def timer_at(self, key: str) -> datetime | None:
         found = await timers.pending_timer(self.tx.sql.fetch, key=key)
