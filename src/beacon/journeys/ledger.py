@@ -101,6 +101,47 @@ def _updated(run: Run, now: datetime) -> tuple[Any, ...]:
     return (run.status, run.step, *waiting_columns(run), state, now, run.ended_at, run.id)
 
 
+class HeldRuns:
+    """The newest state of runs a ledger holds, found by id, by person and by what they wait
+    for: each event of a batch looks up its own, never scans every run held."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Run] = {}
+        self.by_profile: dict[str, dict[str, None]] = {}
+        self.by_wait: dict[tuple[str | None, str | None], dict[str, None]] = {}
+
+    def __contains__(self, run_id: str) -> bool:
+        return run_id in self.by_id
+
+    def get(self, run_id: str) -> Run | None:
+        return self.by_id.get(run_id)
+
+    def hold(self, run: Run) -> None:
+        """Make `run` the newest state held of it."""
+        before = self.by_id.get(run.id)
+        if before is not None:
+            self.by_wait.get(waiting_columns(before), {}).pop(run.id, None)
+        self.by_id[run.id] = run
+        self.by_profile.setdefault(run.profile_id, {})[run.id] = None
+        columns = waiting_columns(run)
+        if columns[0] is not None:
+            self.by_wait.setdefault(columns, {})[run.id] = None
+
+    def of_profile(self, profile_id: str) -> list[Run]:
+        return [self.by_id[run_id] for run_id in self.by_profile.get(profile_id, {})]
+
+    def live(self, profile_id: str, journeys: Sequence[str]) -> list[Run]:
+        """The person's pending and active runs of `journeys`, oldest first."""
+        held = self.of_profile(profile_id)
+        found = [run for run in held if run.journey in journeys and run.status in LIVE]
+        return sorted(found, key=lambda run: (run.started_at, run.id))
+
+    def waiting(self, event_type: str, match: str) -> list[Run]:
+        """The runs waiting for `event_type` with those match values, oldest first."""
+        found = [self.by_id[run_id] for run_id in self.by_wait.get((event_type, match), {})]
+        return sorted(found, key=lambda run: (run.started_at, run.id))
+
+
 class SqlLedger:
     """The pipeline's ledger over the database in the transaction `tx` (call `flush`)."""
 
@@ -110,11 +151,7 @@ class SqlLedger:
         self.people: dict[str, Person | None] = {}
         self.views: dict[tuple[str, int], ProfileView | None] = {}
         self.prior: dict[tuple[str, str], list[PriorRun]] = {}
-        self.runs: dict[str, Run] = {}  # the newest state of every run read or saved
-        # The same runs found by person and by what they wait for: a batch's events each look
-        # up their own, never scan every run the batch holds.
-        self.by_profile: dict[str, dict[str, None]] = {}
-        self.by_wait: dict[tuple[str | None, str | None], dict[str, None]] = {}
+        self.runs = HeldRuns()  # the newest state of every run read or saved
         self.stored: set[str] = set()  # of those, the ones the database has a row of
         self.dirty: dict[str, None] = {}  # runs to write, in the order they changed
         self.paths: list[tuple[Any, ...]] = []
@@ -154,7 +191,7 @@ class SqlLedger:
                     *chunk,
                 )
             )
-        await self.preload((r.profile_id for r in self.runs.values()), ())
+        await self.preload((r.profile_id for r in self.runs.by_id.values()), ())
 
     async def prior_runs(self, profile_id: str, journey: str) -> Sequence[PriorRun]:
         key = (profile_id, journey)
@@ -177,9 +214,7 @@ class SqlLedger:
             *journeys,
         )
         self._known(rows)
-        held = (self.runs[run_id] for run_id in self.by_profile.get(profile_id, {}))
-        found = [run for run in held if run.journey in journeys and run.status in LIVE]
-        return sorted(found, key=lambda run: (run.started_at, run.id))
+        return self.runs.live(profile_id, journeys)
 
     async def waiting_runs(self, event_type: str, match: str) -> list[Run]:
         rows = await self.tx.sql.fetch(
@@ -189,8 +224,7 @@ class SqlLedger:
             match,
         )
         self._known(rows)
-        found = [self.runs[run_id] for run_id in self.by_wait.get((event_type, match), {})]
-        return sorted(found, key=lambda run: (run.started_at, run.id))
+        return self.runs.waiting(event_type, match)
 
     async def run(self, run_id: str) -> Run | None:
         if run_id not in self.runs:
@@ -207,18 +241,7 @@ class SqlLedger:
             run = run_of(state)
             self.stored.add(run.id)
             if run.id not in self.runs:
-                self._hold(run)
-
-    def _hold(self, run: Run) -> None:
-        """Make `run` the newest state the ledger holds of it."""
-        before = self.runs.get(run.id)
-        if before is not None:
-            self.by_wait.get(waiting_columns(before), {}).pop(run.id, None)
-        self.runs[run.id] = run
-        self.by_profile.setdefault(run.profile_id, {})[run.id] = None
-        columns = waiting_columns(run)
-        if columns[0] is not None:
-            self.by_wait.setdefault(columns, {})[run.id] = None
+                self.runs.hold(run)
 
     async def profile(self, profile_id: str, journey: Journey) -> ProfileView | None:
         key = (profile_id, id(journey))
@@ -253,7 +276,7 @@ class SqlLedger:
         if before is None and (after.profile_id, after.journey) in self.prior:
             summary = RunSummary(after.id, after.key, after.status, after.started_at)
             self.prior[(after.profile_id, after.journey)].append(summary)
-        self._hold(after)
+        self.runs.hold(after)
         self.dirty.pop(after.id, None)
         self.dirty[after.id] = None
         self.paths += path_rows(before, after)
@@ -280,7 +303,7 @@ class SqlLedger:
         pairs = zip(self.requests, stored, strict=True)
         requested = {request.idempotency_key for request, stored_id in pairs if stored_id}
         sends = [s for held in self.sends.values() for s in held if s.idempotency_key in requested]
-        changed = [self.runs[run_id] for run_id in self.dirty]
+        changed = [self.runs.by_id[run_id] for run_id in self.dirty]
         new = [run for run in changed if run.id not in self.stored]
         old = [run for run in changed if run.id in self.stored]
         if new:

@@ -23,7 +23,7 @@ from beacon.journeys import effects as fx
 from beacon.journeys.catalog import catalog_of
 from beacon.journeys.definition import Journey
 from beacon.journeys.entry import PriorRun
-from beacon.journeys.ledger import LIVE, waiting_columns
+from beacon.journeys.ledger import HeldRuns
 from beacon.journeys.process import (
     DATE_TIMER,
     INACTIVITY_TIMER,
@@ -93,28 +93,20 @@ class MemoryLedger:
         self.fetch = fetch
         self.report = report
         self.now = report.since
-        self.runs: dict[str, Run] = {}
+        self.runs = HeldRuns()
         self.sends: dict[str, list[SentMessage]] = {}
         self.timers: dict[str, tuple[datetime, str, dict[str, Any]]] = {}
         self.queue: list[tuple[datetime, str]] = []
         self.profiles: dict[tuple[str, int], ProfileView | None] = {}
 
     async def prior_runs(self, profile_id: str, journey: str) -> Sequence[PriorRun]:
-        return [
-            r for r in self.runs.values() if r.profile_id == profile_id and r.journey == journey
-        ]
+        return [r for r in self.runs.of_profile(profile_id) if r.journey == journey]
 
     async def active_runs(self, profile_id: str, journeys: Sequence[str]) -> list[Run]:
-        found = [
-            r
-            for r in self.runs.values()
-            if r.profile_id == profile_id and r.journey in journeys and r.status in LIVE
-        ]
-        return sorted(found, key=lambda r: (r.started_at, r.id))
+        return self.runs.live(profile_id, journeys)
 
     async def waiting_runs(self, event_type: str, match: str) -> list[Run]:
-        found = [r for r in self.runs.values() if waiting_columns(r) == (event_type, match)]
-        return sorted(found, key=lambda r: (r.started_at, r.id))
+        return self.runs.waiting(event_type, match)
 
     async def run(self, run_id: str) -> Run | None:
         return self.runs.get(run_id)
@@ -134,7 +126,7 @@ class MemoryLedger:
     async def save(
         self, journey: Journey, before: Run | None, after: Run, effects: Sequence[fx.Effect]
     ) -> None:
-        self.runs[after.id] = after
+        self.runs.hold(after)
         at = time_text(self.now)
         base = {"run_id": after.id, "profile_id": after.profile_id, "at": at}
         if before is None:
