@@ -22,7 +22,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from beacon.deliveries.requests import DeliveryRequest, request_deliveries, request_delivery
 from tests.beacon_process import free_port
-from tests.integration.conftest import ADMIN, ServeApp
+from tests.integration.conftest import ADMIN, ServeApp, Served
 from tests.integration.test_delivery_outbound import Receiver, running_receiver
 from tests.messaging_driver import (
     MessagingDriver,
@@ -395,13 +395,20 @@ async def test_endpoints_with_internal_addresses_or_bad_filters_are_refused(
     assert listed == []
 
 
-async def test_a_journeys_webhook_step_calls_its_url_with_its_headers(
-    serve: ServeApp, receiver: Receiver
-) -> None:
+@asynccontextmanager
+async def webhook_channel(serve: ServeApp) -> AsyncIterator[tuple[Served, MessagingDriver, str]]:
+    """A server whose `webhook` channel calls URLs, its driver, and a person known to it."""
     async with serve(**SETTINGS, delivery_channels={"webhook": "webhook"}) as served:
         api = MessagingDriver(served.client, ADMIN)
         message_id = await api.message("note", NOTE)
         person = await api.settled(await api.send(message_id, {"email": "p@example.com"}))
+        yield served, api, person["profile_id"]
+
+
+async def test_a_journeys_webhook_step_calls_its_url_with_its_headers(
+    serve: ServeApp, receiver: Receiver
+) -> None:
+    async with webhook_channel(serve) as (served, api, profile_id):
         content = {
             "url": receiver.url("/crm"),
             "method": "POST",
@@ -409,7 +416,7 @@ async def test_a_journeys_webhook_step_calls_its_url_with_its_headers(
             "body": '{"lead": "{{ not a template }}", "n": 1}',
         }
         request = DeliveryRequest(
-            profile_id=person["profile_id"],
+            profile_id=profile_id,
             channel="webhook",
             idempotency_key="run-1/call/1",
             requested_by="journey:leads",
@@ -429,16 +436,13 @@ async def test_a_journeys_webhook_step_calls_its_url_with_its_headers(
 async def test_requests_stored_a_batch_at_a_time_are_each_sent_once(
     serve: ServeApp, receiver: Receiver
 ) -> None:
-    async with serve(**SETTINGS, delivery_channels={"webhook": "webhook"}) as served:
-        api = MessagingDriver(served.client, ADMIN)
-        message_id = await api.message("note", NOTE)
-        person = await api.settled(await api.send(message_id, {"email": "p@example.com"}))
+    async with webhook_channel(serve) as (served, api, profile_id):
 
         def call(key: str) -> DeliveryRequest:
             body = f'{{"key": "{key}"}}'
             content = {"url": receiver.url(f"/crm/{key}"), "method": "POST", "body": body}
             return DeliveryRequest(
-                profile_id=person["profile_id"],
+                profile_id=profile_id,
                 channel="webhook",
                 idempotency_key=key,
                 requested_by="journey:leads",
