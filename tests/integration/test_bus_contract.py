@@ -48,6 +48,10 @@ from beacon.workers.registry import Consumer
 from beacon.workers.runner import Backoff, ConsumerRunner
 from tests.conftest import make_settings
 
+# Handlers fail on purpose here: a rich traceback takes long enough to render that it blocks
+# the event loop past the short leases these buses use, and they would lapse mid-test.
+pytestmark = pytest.mark.usefixtures("plain_error_logs")
+
 TOPIC = "events"
 PARTITIONS = 4
 REDIS_URL_VARIABLE = "BEACON_TEST_REDIS_URL"
