@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from beacon import __version__
 from beacon.core.clock import Clock
+from beacon.core.heap import settle_after_start
 from beacon.core.ids import new_id
 from beacon.deliveries import routes as messaging_routes
 from beacon.deliveries import tracking_routes
@@ -67,8 +67,8 @@ def create_app(
 ) -> BeaconAPI:
     """Build the app; its lifespan starts and stops the runtime.
 
-    `freeze_gc` moves everything allocated at start-up out of the garbage collector's reach, so
-    collections under load only walk request objects (measured: +20 % ingest throughput).
+    `freeze_gc` sets the garbage collector of a server process for throughput once started
+    (`heap.settle_after_start`).
     `supervisor_pid`: the process stops itself once that parent is gone (`stop_when_orphaned`).
     """
     runtime = Runtime(settings=settings, clock=clock or clock_of(settings), role="server")
@@ -77,8 +77,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
         if freeze_gc:
-            gc.collect()
-            gc.freeze()
+            settle_after_start()
         watch = None
         if supervisor_pid is not None:
             watch = asyncio.create_task(stop_when_orphaned(supervisor_pid))

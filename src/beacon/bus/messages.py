@@ -97,6 +97,8 @@ class Envelope:
     key: str
     body: dict[str, Any]
     type: str = EVENT
+    _message: Any = field(default=None, init=False, repr=False, compare=False)
+    """The message decoded from `body`, kept by `read_as` for the next consumer that asks."""
 
     def encode(self) -> bytes:
         return jsonio.dumps(self.as_json())
@@ -128,13 +130,33 @@ class Envelope:
 def envelope(message: Message) -> Envelope:
     """The envelope carrying `message` on its type's topic, keyed by its profile."""
     kind = message.TYPE
-    return Envelope(
+    carrier = Envelope(
         id=message.id,
         topic=kind.topic,
         key=message.partition_key,
         body=message.to_body(),
         type=kind.name,
     )
+    object.__setattr__(carrier, "_message", message)
+    return carrier
+
+
+MessageT = TypeVar("MessageT", bound=Message)
+
+
+def read_as(envelope: Envelope, cls: type[MessageT]) -> MessageT:
+    """The `cls` message `envelope` carries, decoded once however many consumers read it.
+
+    Consumers of one process share the envelopes the bus hands them (every consumer of the
+    `events` topic reads each event); the first to ask decodes the body, the others get the
+    same frozen message. Its dicts are shared too: consumers never change a message.
+    """
+    cached = envelope._message
+    if type(cached) is cls:
+        return cached
+    message = cls.from_body(envelope.body)
+    object.__setattr__(envelope, "_message", message)
+    return message
 
 
 def read_message(envelope: Envelope) -> Message:
@@ -146,7 +168,7 @@ def read_message(envelope: Envelope) -> Message:
             f"unknown message type {envelope.type!r} on topic {envelope.topic!r}"
             f" (known there: {', '.join(there) or 'none'})"
         )
-    return cls.from_body(envelope.body)
+    return read_as(envelope, cls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,10 +244,4 @@ class EventMessage:
         return cls(**body)
 
     def envelope(self) -> Envelope:
-        return Envelope(
-            id=self.id,
-            topic=EVENTS_TOPIC,
-            key=self.partition_key,
-            body=self.to_body(),
-            type=EVENT,
-        )
+        return envelope(self)

@@ -72,6 +72,7 @@ def worker(
     ] = None,
 ) -> None:
     """Run bus consumers as their own process (with the Redis bus); SIGTERM stops it cleanly."""
+    from beacon.core.heap import settle_after_start
     from beacon.runtime import Runtime
     from beacon.timers.clock import clock_of
 
@@ -98,6 +99,7 @@ def worker(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await runtime.start()
+        settle_after_start()
         running = ", ".join(c.name for c in runtime.running_consumers) or "none"
         console.print(
             f"worker running consumers {running} from {redact(settings.bus_url)}", highlight=False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, MetaData, event
@@ -50,8 +51,12 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+@lru_cache(maxsize=4096)
 def sqlite_time(value: datetime) -> str:
-    """Format a UTC-aware datetime exactly as `UtcDateTime` stores it in SQLite."""
+    """Format a UTC-aware datetime exactly as `UtcDateTime` stores it in SQLite.
+
+    Remembered: a transaction writes its own time on every row it touches, and the events of
+    a request share their receive time."""
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"

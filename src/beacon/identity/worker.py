@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from beacon.bus.messages import EVENTS_TOPIC, Envelope, EventMessage
+from beacon.bus.messages import EVENTS_TOPIC, Envelope, EventMessage, read_as
 from beacon.platform import Platform
 from beacon.storage.transaction import Tx
 from beacon.storage.writer import Writer
@@ -24,7 +24,7 @@ def last_seen_consumer(writer: Writer) -> ConsumerHandler:
     async def handle(envelopes: Sequence[Envelope]) -> None:
         latest: dict[str, datetime] = {}
         for envelope in envelopes:
-            message = EventMessage.from_body(envelope.body)
+            message = read_as(envelope, EventMessage)
             if message.profile_id is None:
                 continue
             occurred = datetime.fromisoformat(message.occurred_at)

@@ -4,7 +4,7 @@ connection (`storage.sqlite`), client-id keys inserted in index order."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -51,13 +51,12 @@ class SqliteIngestStatements(IngestStatements):
 
     async def insert_event_keys(self, keys: list[tuple[str, str, str, datetime]]) -> set[str]:
         fresh: set[str] = set()
-        text = _time_texts()
         # In key order, each index page is visited once per statement: client ids are random,
         # and a large batch (an import) otherwise jumps across the whole index for every row.
         for batch in chunks(sorted(keys, key=_key_order), CHUNK // 4):
             values: list[Any] = []
             for source_id, external_id, event_id, at in batch:
-                values += (source_id, external_id, event_id, text(at))
+                values += (source_id, external_id, event_id, sqlite_time(at))
             rows = self.conn.execute(
                 "INSERT INTO event_keys (source_id, external_id, event_id, created_at) VALUES "
                 + ",".join(["(?, ?, ?, ?)"] * len(batch))
@@ -68,8 +67,7 @@ class SqliteIngestStatements(IngestStatements):
         return fresh
 
     async def insert_events(self, rows: list[EventRow]) -> None:
-        received = _time_texts()
-        self.conn.executemany(INSERT_EVENT, [_event_values(row, received) for row in rows])
+        self.conn.executemany(INSERT_EVENT, [_event_values(row) for row in rows])
 
     async def insert_dead_letters(self, rows: Sequence[DeadLetterCommand]) -> None:
         self.conn.executemany(
@@ -94,25 +92,12 @@ def _key_order(key: tuple[str, str, str, datetime]) -> tuple[str, str]:
     return key[0], key[1]
 
 
-def _time_texts() -> Callable[[datetime], str]:
-    """`sqlite_time`, remembering its results: the events of a request share its receive time."""
-    texts: dict[datetime, str] = {}
-
-    def text(value: datetime) -> str:
-        formatted = texts.get(value)
-        if formatted is None:
-            formatted = texts[value] = sqlite_time(value)
-        return formatted
-
-    return text
-
-
-def _event_values(row: EventRow, received: Callable[[datetime], str]) -> tuple[Any, ...]:
+def _event_values(row: EventRow) -> tuple[Any, ...]:
     event = row.event
     return (
         event.id,
         sqlite_time(event.occurred_at),
-        received(row.received_at),
+        sqlite_time(row.received_at),
         event.type,
         row.source_id,
         row.profile_id,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
-from beacon.bus.messages import EVENTS_TOPIC, Envelope, EventMessage
+from beacon.bus.messages import EVENTS_TOPIC, Envelope, EventMessage, read_as
 from beacon.journeys.catalog import Catalog, VersionCache
 from beacon.journeys.erasure import forget_profiles
 from beacon.journeys.ledger import SqlLedger
@@ -63,7 +63,7 @@ def cares(catalog: Catalog, message: EventMessage) -> bool:
 
 async def handle_events(tx: Tx, cache: VersionCache, envelopes: Sequence[Envelope]) -> None:
     """Act on a batch of events in `tx` (see the module docstring)."""
-    messages = [EventMessage.from_body(e.body) for e in envelopes]
+    messages = [read_as(e, EventMessage) for e in envelopes]
     messages = [m for m in messages if not m.imported]
     if not messages:
         return

@@ -41,7 +41,7 @@ from beacon.segments.membership import (
 )
 from beacon.storage.database import utc
 from beacon.storage.transaction import Tx
-from beacon.workers.idempotency import first_times
+from beacon.workers.idempotency import first_times, remember
 
 
 def _profiles_named(messages: Sequence[EventMessage]) -> set[str]:
@@ -170,7 +170,7 @@ def _count(catalog: Catalog, person: Person, message: EventMessage, now: datetim
 async def _count_only(tx: Tx, messages: Sequence[EventMessage]) -> None:
     """With nothing defined, only remember which events the consumer has seen (a recompute
     reads those as counted) and forget the erased."""
-    await first_times(
+    await remember(
         tx,
         consumer=states.CONSUMER,
         keys=[m.id for m in messages if m.stored and m.type != lifecycle.PROFILE_ERASED],

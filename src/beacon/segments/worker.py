@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from beacon.bus.messages import EVENTS_TOPIC, Envelope, EventMessage
+from beacon.bus.messages import EVENTS_TOPIC, Envelope, EventMessage, read_as
 from beacon.platform import Platform
 from beacon.segments import live, schedule
 from beacon.segments.catalog import CatalogCache
@@ -28,7 +28,7 @@ def register(registry: Registry, platform: Platform) -> None:
     keep_days = platform.settings.processed_messages_days
 
     async def handle(envelopes: Sequence[Envelope]) -> None:
-        messages = [EventMessage.from_body(e.body) for e in envelopes]
+        messages = [read_as(e, EventMessage) for e in envelopes]
 
         async def work(tx: Tx) -> None:
             catalog = await catalogs.current(tx.sql.fetch)

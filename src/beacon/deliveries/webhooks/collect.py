@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from beacon.bus.messages import EVENT, EVENTS_TOPIC, Envelope, EventMessage
+from beacon.bus.messages import EVENT, EVENTS_TOPIC, Envelope, EventMessage, read_as
 from beacon.core.cache import RefreshingMap
 from beacon.core.clock import SystemClock
 from beacon.core.sql import in_list
@@ -56,7 +56,7 @@ class ActivityCollector:
 
     async def handle(self, envelopes: Sequence[Envelope]) -> None:
         """Add the batch's items for every endpoint that hears them; forget erased people."""
-        events = [EventMessage.from_body(e.body) for e in envelopes if e.type == EVENT]
+        events = [read_as(e, EventMessage) for e in envelopes if e.type == EVENT]
         erased = [
             str(profile_id)
             for event in events
