@@ -22,8 +22,15 @@ For `/track`, throughput beside a poison client sending `POISON_RPS` requests/s 
 too deep to store (each must be refused with 422) is compared with throughput without it, in
 alternating slices: reported as a ratio (target >= 0.9).
 
+With `--against REV`, it compares this checkout with the commit REV (a git revision, checked
+out in a temporary worktree and run with the same environment) on SQLite and `/track` only:
+warm-up and maximum throughput, alternating the two servers for `--rounds` rounds on one
+machine, reported per round and as the ratio of the medians (events/s, and server CPU per
+1,000 events: the figure least moved by a noisy machine).
+
 Prints one JSON document to stdout; progress goes to stderr. Usage: `python bench/ingest.py
-[--duration S] [--connections N] [--backend sqlite|postgres|all] [--protocol tracardi|segment|all]`.
+[--duration S] [--connections N] [--backend sqlite|postgres|all] [--protocol tracardi|segment|all]
+[--against REV [--rounds N]]`.
 """
 
 from __future__ import annotations
@@ -32,8 +39,12 @@ import argparse
 import asyncio
 import json
 import re
+import shutil
 import signal
+import statistics
+import subprocess
 import sys
+import tempfile
 import uuid
 from collections import Counter
 from functools import partial
@@ -82,6 +93,7 @@ CONNECTIONS_PER_PROCESS = 64
 POISON_RPS = 25.0
 POISON_SLICES = 4
 MIN_POISON_RATIO = 0.9
+MIN_RATIO_AGAINST = 0.95  # "within noise" of the commit compared with
 
 # The issue's targets: events/s per backend, and the half-rate p99 on SQLite only.
 MIN_EVENTS_PER_S = {"sqlite": 7000.0, "postgres": 10000.0}
@@ -277,6 +289,88 @@ def bench_postgres(api: Api, args: argparse.Namespace, runner: asyncio.Runner) -
     )
 
 
+# --- this checkout against another commit ----------------------------------------------------
+
+
+async def drive_peak(server: Server, clients: list[VirtualClient], duration: float) -> Figures:
+    """Warm-up, then maximum throughput: events/s and the server's CPU per 1,000 events."""
+    tree = process_tree(server.process.pid)
+    await closed_loop(clients, WARMUP_S)
+    await asyncio.sleep(PHASE_PAUSE_S)
+    server_cpu = cpu_seconds(tree)
+    peak = await closed_loop(clients, duration)
+    server_cpu = cpu_seconds(tree) - server_cpu
+    events = peak.ok * EVENTS_PER_REQUEST
+    return {
+        "events_per_s": round(events / peak.elapsed, 1),
+        "server_cpu_ms_per_1000_events": round(1e6 * server_cpu / max(events, 1), 1),
+        "p99_ms": peak.percentile_ms(0.99),
+        "errors": sum(peak.errors.values()),
+    }
+
+
+def peak_on_sqlite(
+    args: argparse.Namespace, runner: asyncio.Runner, *, pythonpath: str | None
+) -> Figures:
+    """One server on a new SQLite database (the code on `pythonpath`, else this checkout's)."""
+
+    def run(database_url: str, workdir: Path) -> Figures:
+        env = beacon_env(database_url, admin_token=uuid.uuid4().hex)
+        if pythonpath is not None:
+            env["PYTHONPATH"] = pythonpath
+        beacon_cli(["migrate"], env=env, cwd=workdir)
+        source = create_source(env=env, cwd=workdir)
+        api = APIS["tracardi"]
+        with running_server(env=env, cwd=workdir, workers=1, runner=runner) as server:
+            clients = [
+                VirtualClient(server.port, api.payload(index, server.port, source))
+                for index in range(args.connections or CONNECTIONS_PER_PROCESS)
+            ]
+            return runner.run(drive_peak(server, clients, args.duration))
+
+    return run_on_scratch_sqlite(run)
+
+
+def git(*args: str) -> str:
+    """Run git; return what it printed."""
+    executable = shutil.which("git")
+    if executable is None:
+        raise RuntimeError("--against needs git on the PATH")
+    done = subprocess.run([executable, *args], check=True, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def compare_on_sqlite(args: argparse.Namespace, runner: asyncio.Runner) -> Figures:
+    """Alternate servers of this checkout and of `args.against`, `args.rounds` times each."""
+    root = str(Path(__file__).resolve().parent.parent)
+    with tempfile.TemporaryDirectory(prefix="beacon-against-") as tmp:
+        tree = str(Path(tmp) / "checkout")
+        git("-C", root, "worktree", "add", "--detach", tree, args.against)
+        try:
+            commit = git("-C", tree, "rev-parse", "--short", "HEAD")
+            rounds: dict[str, list[Figures]] = {"against": [], "this": []}
+            for index in range(args.rounds):
+                for side, path in (("against", f"{tree}/src"), ("this", None)):
+                    progress(f"round {index + 1}/{args.rounds}: {side}")
+                    figures = peak_on_sqlite(args, runner, pythonpath=path)
+                    progress(f"  {figures['events_per_s']:.0f} events/s")
+                    rounds[side].append(figures)
+        finally:
+            git("-C", root, "worktree", "remove", "--force", tree)
+
+    def median(side: str, key: str) -> float:
+        return float(statistics.median(f[key] for f in rounds[side]))
+
+    rate, cpu = "events_per_s", "server_cpu_ms_per_1000_events"
+    return {
+        "against": {"revision": args.against, "commit": commit, "rounds": rounds["against"]},
+        "this": {"rounds": rounds["this"]},
+        "ratio_events_per_s": round(median("this", rate) / median("against", rate), 3),
+        "ratio_server_cpu_per_event": round(median("this", cpu) / median("against", cpu), 3),
+        "errors": sum(f["errors"] for side in rounds.values() for f in side),
+    }
+
+
 def run_name(backend: str, protocol: str) -> str:
     """Name a run in the report: `sqlite`, `postgres` for /track, `sqlite_segment` and so on."""
     return backend if protocol == "tracardi" else f"{backend}_{protocol}"
@@ -287,6 +381,10 @@ def run_name(backend: str, protocol: str) -> str:
 
 def targets(name: str, figures: dict[str, Any]) -> Verdicts:
     result: Verdicts = {}
+    if "ratio_events_per_s" in figures:  # --against
+        result[f"{name}_ratio"] = check(figures["ratio_events_per_s"], ">=", MIN_RATIO_AGAINST)
+        result[f"{name}_no_errors"] = check(figures["errors"], "==", 0)
+        return result
     backend = figures["backend"]
     # The speed targets are set for the Tracardi reference payload; other protocols are
     # measured and reported, and held to the same durability checks.
@@ -326,7 +424,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_backend_argument(parser)
     parser.add_argument("--protocol", choices=[*APIS, "all"], default="all")
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="compare with this git revision on SQLite and /track (see the module docstring)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of each side with --against (default 3)"
+    )
     args = parser.parse_args(argv)
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds must be in [1, 20]")
     if not 0 < args.duration <= 600:
         parser.error("--duration must be in (0, 600]")
     if args.connections is not None and not 1 <= args.connections <= 1024:
@@ -348,6 +456,19 @@ def main(argv: list[str] | None = None) -> int:
         for protocol in protocols
     }
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        if args.against:
+            return run_and_report(
+                f"ingest against {args.against}: POST /track on SQLite, maximum throughput",
+                config={
+                    "duration_s": args.duration,
+                    "warmup_s": WARMUP_S,
+                    "rounds": args.rounds,
+                    "connections": args.connections or CONNECTIONS_PER_PROCESS,
+                },
+                runs={"sqlite_against": partial(compare_on_sqlite, args, runner)},
+                targets_of=targets,
+                fatal=("_no_errors",),
+            )
         return run_and_report(
             "ingest, 2 events per request: POST /track with the payload of the Tracardi"
             " reference, POST /v1/batch with 2 Segment track calls",

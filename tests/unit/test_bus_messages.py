@@ -23,6 +23,7 @@ from beacon.bus.messages import (
     UnknownMessage,
     declare,
     envelope,
+    read_as,
     read_message,
 )
 from beacon.core import jsonio
@@ -112,6 +113,34 @@ def test_event_message_refuses_a_body_without_version() -> None:
 
     with pytest.raises(ValueError, match="unsupported event message version"):
         EventMessage.from_body(body)
+
+
+def test_a_decoded_envelope_gives_every_consumer_the_same_message() -> None:
+    message = make_event()
+    decoded = Envelope.decode(message.envelope().encode())
+
+    first = read_as(decoded, EventMessage)
+
+    assert first == message
+    assert read_as(decoded, EventMessage) is first  # decoded once, however many consumers
+    assert read_message(decoded) is first
+
+
+def test_an_envelope_made_from_a_message_carries_it() -> None:
+    message = make_event()
+
+    assert read_as(message.envelope(), EventMessage) is message
+
+
+def test_reading_an_envelope_still_refuses_an_unknown_version() -> None:
+    body = make_event().to_body()
+    body["v"] = 2
+    carrier = Envelope(id="e-1", topic=EVENTS_TOPIC, key="profile-1", body=body)
+
+    with pytest.raises(UnknownMessage, match="unsupported event message version 2"):
+        read_as(carrier, EventMessage)
+    with pytest.raises(UnknownMessage):  # a failed decoding is not remembered as a success
+        read_as(carrier, EventMessage)
 
 
 def test_outbox_batch_round_trips_every_envelope_in_order() -> None:
