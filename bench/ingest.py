@@ -25,8 +25,9 @@ alternating slices: reported as a ratio (target >= 0.9).
 With `--against REV`, it compares this checkout with the commit REV (a git revision, checked
 out in a temporary worktree and run with the same environment) on SQLite and `/track` only:
 warm-up and maximum throughput, alternating the two servers for `--rounds` rounds on one
-machine, reported per round and as the ratio of the medians (events/s, and server CPU per
-1,000 events: the figure least moved by a noisy machine).
+machine, reported per round, as the ratio of the medians and as the median of each round's
+ratio (events/s, and server CPU per 1,000 events). On a machine whose load moves, compare
+several runs: the spread between rounds of one side shows the noise.
 
 Prints one JSON document to stdout; progress goes to stderr. Usage: `python bench/ingest.py
 [--duration S] [--connections N] [--backend sqlite|postgres|all] [--protocol tracardi|segment|all]
@@ -361,12 +362,19 @@ def compare_on_sqlite(args: argparse.Namespace, runner: asyncio.Runner) -> Figur
     def median(side: str, key: str) -> float:
         return float(statistics.median(f[key] for f in rounds[side]))
 
+    def paired(key: str) -> float:
+        """The median of each round's ratio: the two sides of a round ran a minute apart."""
+        pairs = zip(rounds["this"], rounds["against"], strict=True)
+        return round(float(statistics.median(t[key] / a[key] for t, a in pairs)), 3)
+
     rate, cpu = "events_per_s", "server_cpu_ms_per_1000_events"
     return {
         "against": {"revision": args.against, "commit": commit, "rounds": rounds["against"]},
         "this": {"rounds": rounds["this"]},
         "ratio_events_per_s": round(median("this", rate) / median("against", rate), 3),
         "ratio_server_cpu_per_event": round(median("this", cpu) / median("against", cpu), 3),
+        "paired_ratio_events_per_s": paired(rate),
+        "paired_ratio_server_cpu_per_event": paired(cpu),
         "errors": sum(f["errors"] for side in rounds.values() for f in side),
     }
 
