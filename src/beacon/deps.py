@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from beacon.core.clock import Clock
+from beacon.core.clock import Clock, to_utc
 from beacon.settings import Settings
 from beacon.storage.writer import Writer
 
@@ -62,8 +64,19 @@ def refuse_nul(request: Request) -> None:
         )
 
 
+def in_utc(value: datetime | None) -> datetime | None:
+    """A time as given (an offset, else UTC) moved to UTC; refused (422) when UTC cannot hold it
+    (`0001-01-01T00:00:00+01:00`)."""
+    try:
+        return None if value is None else to_utc(value)
+    except OverflowError:
+        raise ValueError("the time lies outside the years 1 to 9999 once in UTC") from None
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 WriterDep = Annotated[Writer, Depends(get_writer)]
 AdminAuth = Depends(require_admin)
+UtcTime = Annotated[datetime | None, AfterValidator(in_utc)]
+"""An optional time (a query parameter, a field of a body) as given, moved to UTC."""

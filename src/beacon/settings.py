@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_ADMIN_TOKEN = "change-me"  # noqa: S105 - the placeholder production mode refuses
 MIN_ADMIN_TOKEN_LENGTH = 32
+MAX_RETENTION_DAYS = 36_500  # a hundred years: history is kept at most that long
 # Placeholders from examples and habit; compared without case, spaces, dashes or underscores.
 KNOWN_PLACEHOLDERS = frozenset(
     {
@@ -82,7 +83,7 @@ class Settings(BaseSettings):
         description="When a known profile identifies as someone else: switch to that person's"
         " profile (default) or merge the two known profiles.",
     )
-    retention_days: int = Field(default=730, ge=1)
+    retention_days: int = Field(default=730, ge=1, le=MAX_RETENTION_DAYS)
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
     retention_batch_size: int = Field(default=5000, ge=1, le=10_000)
     webhook_log_days: int = Field(

@@ -432,3 +432,21 @@ async def test_an_sms_the_carrier_lost_comes_back_as_undelivered_through_its_sig
     assert event["properties"]["statusDescription"] == "undelivered: Twilio error 30005"
     assert event["properties"]["deliveryId"] == lost["id"]
     assert [(s["address"], s["reason"]) for s in suppressed] == [("+15005550001", "bounced")]
+
+
+async def test_a_message_id_past_64_bits_is_refused_with_422_not_looked_up(
+    serve: ServeApp,
+) -> None:
+    past = str(2**63)
+    async with messaging(serve) as api:
+        shown = await api.client.get(f"/api/messages/{past}", headers=ADMIN)
+        sent = await api.client.post(
+            f"/api/messages/{past}/send", json={"to": {"user_id": "u-7"}}, headers=ADMIN
+        )
+        listed = await api.client.get("/api/deliveries", params={"message_id": past}, headers=ADMIN)
+        largest = await api.client.get(f"/api/messages/{2**63 - 1}", headers=ADMIN)
+
+    for refused in (shown, sent, listed):
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"][0]["loc"][-1] == "message_id"
+    assert largest.status_code == 404

@@ -222,3 +222,101 @@ async def test_admin_json_numbers_no_double_holds_are_refused_with_422_naming_th
     [problem] = response.json()["detail"]
     assert (problem["loc"], problem["type"]) == (["body", "schema", "maximum"], "not_finite")
     assert (await client.get("/api/event-types/price", headers=ADMIN)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "number", ["9223372036854775808", "-9223372036854775809", "1" + "0" * 40, "9" * 5000]
+)
+async def test_admin_json_whole_numbers_past_64_bits_are_refused_with_422_naming_the_path(
+    client: httpx.AsyncClient, number: str
+) -> None:
+    body = '{"mode": "enforce", "schema": {"type": "integer", "enum": [1, NUMBER]}}'.replace(
+        "NUMBER", number
+    )
+
+    response = await client.put(
+        "/api/event-types/count",
+        content=body,
+        headers={**ADMIN, "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["loc"] == ["body", "schema", "enum", 1]
+    assert problem["type"] == "int_too_large"
+    assert (await client.get("/api/event-types/count", headers=ADMIN)).status_code == 404
+
+
+async def test_admin_json_whole_numbers_at_the_64_bit_bounds_are_kept(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
+
+    response = await client.put(
+        "/api/event-types/count", json={"mode": "enforce", "schema": schema}, headers=ADMIN
+    )
+
+    assert response.status_code == 200, response.text
+    stored = (await client.get("/api/event-types/count", headers=ADMIN)).json()
+    assert stored["schema"] == schema
+
+
+async def test_admin_json_text_with_nul_is_refused_with_422_naming_each_path(
+    client: httpx.AsyncClient,
+) -> None:
+    body = (
+        '{"mode": "enforce", "schema": {"type": "string", "enum": ["ok", "a\\u0000b"],'
+        ' "description": "fine", "x\\u0000": 1}}'
+    )
+
+    response = await client.put(
+        "/api/event-types/label",
+        content=body,
+        headers={**ADMIN, "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 422, response.text
+    problems = response.json()["detail"]
+    assert sorted((p["loc"], p["type"]) for p in problems) == [
+        (["body", "schema", "enum", 1], "nul_character"),
+        (["body", "schema", "x\x00"], "nul_character"),
+    ]
+    assert (await client.get("/api/event-types/label", headers=ADMIN)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "body", "field"),
+    [
+        ("GET", "/api/events", {"since": "0001-01-01T00:05:07+01:00"}, None, "since"),
+        ("GET", "/api/deliveries", {"until": "0001-01-01T00:00:00+00:30"}, None, "until"),
+        ("GET", "/api/journeys/any/runs", {"limit": "-5"}, None, "limit"),
+        ("GET", "/api/journeys/any/messages", {"limit": "0"}, None, "limit"),
+        ("PUT", "/api/event-types/kept", None, {"retention_days": 2**40}, "retention_days"),
+        (
+            "POST",
+            "/api/journeys/simulate",
+            None,
+            {"document": {}, "since": "1d", "until": "0001-01-01T00:00:00+01:00"},
+            "until",
+        ),
+        (
+            "POST",
+            "/api/journeys/simulate",
+            None,
+            {"document": {}, "since": "30d", "until": "0001-01-02T00:00:00Z"},
+            "since",
+        ),
+    ],
+)
+async def test_admin_values_no_database_or_clock_holds_are_refused_with_422_naming_them(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    params: dict[str, str] | None,
+    body: dict[str, object] | None,
+    field: str,
+) -> None:
+    response = await client.request(method, path, params=params, json=body, headers=ADMIN)
+
+    assert response.status_code == 422, response.text
+    assert any(problem["loc"][-1] == field for problem in response.json()["detail"])

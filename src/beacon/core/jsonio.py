@@ -3,7 +3,8 @@
 `MAX_DEPTH` bounds how deeply any JSON a client sends may nest. It is checked once where JSON
 enters (every ingest endpoint, the import, the admin API), well inside what every later stage
 handles: orjson encodes at most 254 levels, and a stored event is wrapped in a few more levels
-(outbox envelopes, exports) before it is encoded again.
+(outbox envelopes, exports) before it is encoded again. `MIN_INT`..`MAX_INT` is the range of
+whole numbers every stage holds exactly (a database's 64-bit integer, orjson).
 """
 
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ import orjson
 
 JSONDecodeError = orjson.JSONDecodeError
 MAX_DEPTH = 64
+MIN_INT = -(2**63)
+MAX_INT = 2**63 - 1
 Path = tuple[str | int, ...]
 
 

@@ -31,7 +31,7 @@ from beacon.core import jsonio
 
 ActivityStatus = Literal["DELIVERED", "UNDELIVERED", "READ", "UNSUBSCRIBED", "CLICKED", "SPAM"]
 ACTIVITY_STATUSES: tuple[ActivityStatus, ...] = get_args(ActivityStatus)
-MAX_ID = 2**63 - 1
+MAX_ID = jsonio.MAX_INT
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

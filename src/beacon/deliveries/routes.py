@@ -4,11 +4,11 @@ transactional send), `/api/deliveries` (the delivery log), `/api/suppressions`,
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 
+from beacon.core import jsonio
 from beacon.deliveries import library, queries, service, suppression
 from beacon.deliveries.models import MessageInstance, MessageTemplate
 from beacon.deliveries.outlets import CAPTURE, Outlets
@@ -38,12 +38,13 @@ from beacon.deliveries.templates import (
     ProfileView,
     RenderError,
 )
-from beacon.deps import AdminAuth, SessionDep, WriterDep
+from beacon.deps import AdminAuth, SessionDep, UtcTime, WriterDep
 from beacon.identity import service as identity_service
 from beacon.platform import Platform
 
 router = APIRouter(prefix="/api", dependencies=[AdminAuth], tags=["messaging"])
 TemplateNamePath = Annotated[str, Path(pattern=library.TEMPLATE_NAME_PATTERN)]
+MessageIdPath = Annotated[int, Path(ge=1, le=jsonio.MAX_INT)]
 
 
 def get_outlets(request: Request) -> Outlets:
@@ -182,7 +183,7 @@ async def create_message(data: MessageIn, session: SessionDep, writer: WriterDep
 
 
 @router.get("/messages/{message_id}", response_model=MessageOut)
-async def get_message(message_id: int, session: SessionDep) -> Any:
+async def get_message(message_id: MessageIdPath, session: SessionDep) -> Any:
     found = await queries.get_message(session=session, message_id=message_id)
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"there is no message {message_id}")
@@ -190,7 +191,7 @@ async def get_message(message_id: int, session: SessionDep) -> Any:
 
 
 @router.post("/messages/{message_id}/send", response_model=SendOut, status_code=202)
-async def send_message(message_id: int, data: SendIn, writer: WriterDep) -> SendOut:
+async def send_message(message_id: MessageIdPath, data: SendIn, writer: WriterDep) -> SendOut:
     """Send the message to one person now (a transactional send: order confirmation,
     shipping status); `params` are the template's `context`. The same `idempotency_key`
     sends once."""
@@ -221,11 +222,11 @@ async def send_message(message_id: int, data: SendIn, writer: WriterDep) -> Send
 async def list_deliveries(
     session: SessionDep,
     profile_id: str | None = None,
-    message_id: int | None = None,
+    message_id: Annotated[int | None, Query(ge=1, le=jsonio.MAX_INT)] = None,
     status_: Annotated[str | None, Query(alias="status")] = None,
     channel: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: UtcTime = None,
+    until: UtcTime = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> DeliveryPage:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel
 
-from beacon.deps import AdminAuth, SessionDep, WriterDep
+from beacon.deps import AdminAuth, SessionDep, UtcTime, WriterDep
 from beacon.events import event_types, export, history
 from beacon.events.models import EventType
 from beacon.events.schemas import EventOut, EventTypeIn, EventTypeOut
@@ -82,8 +82,8 @@ async def list_events(
     session_id: str | None = None,
     source_id: str | None = None,
     valid: bool | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: UtcTime = None,
+    until: UtcTime = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> dict[str, Any]:
@@ -103,8 +103,8 @@ async def event_stats(
     interval: history.Interval = "hour",
     type: str | None = None,
     source_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: UtcTime = None,
+    until: UtcTime = None,
 ) -> dict[str, Any]:
     where = history.EventFilter(type=type, source_id=source_id, since=since, until=until)
     buckets = await history.count_events(session=session, where=where, interval=interval)

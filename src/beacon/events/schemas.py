@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from beacon.settings import MAX_RETENTION_DAYS
+
 EventTypeMode = Literal["enforce", "warn"]
 
 
@@ -22,7 +24,7 @@ class EventTypeIn(BaseModel):
         description="JSON Schema (draft 2020-12) the event's properties must match.",
     )
     mode: EventTypeMode = "warn"
-    retention_days: int | None = Field(default=None, ge=1)
+    retention_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS)
 
 
 class EventTypeOut(BaseModel):

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 
-from beacon.core.clock import to_utc
 from beacon.deps import AdminAuth, ClockDep, WriterDep
 from beacon.identity.sections import ProfileSections
 from beacon.journeys import queries, service
@@ -66,11 +65,16 @@ async def list_journeys(writer: WriterDep) -> list[dict[str, Any]]:
 async def simulate_journey(body: SimulateIn, writer: WriterDep, clock: ClockDep) -> dict[str, Any]:
     """Replay stored history through a journey document: who would have entered, each message
     and when, exits and conversions. Nothing is sent or written."""
+    until = clock.now() if body.until is None else body.until
     span = parse_duration(body.since)
-    if span is None:
+    try:
+        since = None if span is None else until - span
+    except OverflowError:
+        since = None
+    if since is None:
         problem = {
             "loc": ["since"],
-            "msg": f"{body.since!r} is not a duration",
+            "msg": f"{body.since!r} is not a duration (30d, 12h) or reaches back before year 1",
             "type": "bad_duration",
         }
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [problem])
@@ -82,9 +86,8 @@ async def simulate_journey(body: SimulateIn, writer: WriterDep, clock: ClockDep)
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             [{**p.as_json(), "loc": ["document", *p.loc]} for p in exc.problems],
         ) from exc
-    until = clock.now() if body.until is None else to_utc(body.until)
     report = await simulate(
-        read, journey, since=until - span, until=until, include_imported=body.include_imported
+        read, journey, since=since, until=until, include_imported=body.include_imported
     )
     return report.as_json()
 
@@ -129,7 +132,7 @@ async def list_runs(
     writer: WriterDep,
     run_status: Annotated[str | None, Query(alias="status")] = None,
     step: str | None = None,
-    limit: int = 100,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """The journey's runs (newest first; by `status`, `step`) and how many are at each step."""
     read = writer.database.read
@@ -140,7 +143,10 @@ async def list_runs(
 
 @router.get("/journeys/{name}/messages")
 async def list_messages(
-    name: str, writer: WriterDep, profile_id: str | None = None, limit: int = 100
+    name: str,
+    writer: WriterDep,
+    profile_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     """The delivery requests the journey's runs made, oldest first (`profile_id` filters)."""
     return await queries.journey_messages(

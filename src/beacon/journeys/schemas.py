@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from beacon.deps import UtcTime
 
 
 class SimulateIn(BaseModel):
@@ -13,7 +14,7 @@ class SimulateIn(BaseModel):
 
     document: Any
     since: str = Field(default="30d", examples=["30d", "12h"])
-    until: datetime | None = None
+    until: UtcTime = None
     include_imported: bool = False  # replay imported history as if it had been live
 
 

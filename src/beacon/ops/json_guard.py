@@ -1,9 +1,11 @@
 """ASGI middleware that refuses admin API JSON bodies no later stage could handle.
 
 FastAPI decodes bodies with the standard `json` module, which reads `1e400` as infinity (no
-database stores it) and nests as deep as Python's recursion allows (schema checks then fail).
-Such a body is answered 422 in FastAPI's own validation shape, naming each bad path; anything
-else, malformed JSON included, goes on to FastAPI unchanged.
+database stores it), whole numbers of any size (no database column nor orjson holds one past
+64 bits), text holding NUL (`\u0000`, which PostgreSQL cannot store) and nests as deep as
+Python's recursion allows (schema checks then fail). Such a body is answered 422 in FastAPI's
+own validation shape, naming each bad path; anything else, malformed JSON included, goes on to
+FastAPI unchanged. The ingest edge refuses the same (`ingest/http.py`).
 """
 
 from __future__ import annotations
@@ -19,42 +21,69 @@ from beacon.core import jsonio
 WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 TOO_DEEP = f"JSON may nest at most {jsonio.MAX_DEPTH} objects or arrays deep"
 NOT_FINITE = "numbers must be finite: this one is too large for a double (or NaN/Infinity)"
+HAS_NUL = "text may not contain the NUL character (\\u0000)"
+TOO_LARGE = f"whole numbers must lie between {jsonio.MIN_INT} and {jsonio.MAX_INT} (64 bits)"
 
 
-class _NonFinite:
-    """Stands where the body held a number no double can hold."""
+class _Unstorable:
+    """Stands where the body held a number nothing after the guard could hold."""
+
+    def __init__(self, msg: str, type_: str) -> None:
+        self.msg = msg
+        self.type = type_
 
 
-NON_FINITE = _NonFinite()
+NON_FINITE = _Unstorable(NOT_FINITE, "not_finite")
+OUT_OF_RANGE = _Unstorable(TOO_LARGE, "int_too_large")
 
 
-def _number(text: str) -> float | _NonFinite:
+def _number(text: str) -> float | _Unstorable:
     value = float(text)
     return value if math.isfinite(value) else NON_FINITE
 
 
+def _whole(text: str) -> int | _Unstorable:
+    if len(text.lstrip("-")) > len(str(jsonio.MAX_INT)):  # JSON has no leading zeros
+        return OUT_OF_RANGE
+    value = int(text)
+    return value if jsonio.MIN_INT <= value <= jsonio.MAX_INT else OUT_OF_RANGE
+
+
 def json_problems(body: bytes) -> list[dict[str, Any]]:
-    """Return FastAPI-shaped problems for a body nested too deep or holding a non-finite number."""
+    """Return FastAPI-shaped problems for a body nested too deep, holding a number that is not
+    finite or a whole number past 64 bits, or text with NUL."""
     try:
-        value = json.loads(body, parse_float=_number, parse_constant=lambda _: NON_FINITE)
+        value = json.loads(
+            body, parse_float=_number, parse_int=_whole, parse_constant=lambda _: NON_FINITE
+        )
     except RecursionError:
         return [{"loc": ["body"], "msg": TOO_DEEP, "type": "too_deep"}]
     except ValueError:  # malformed JSON (or not UTF-8): FastAPI answers that itself
         return []
-    problems: list[dict[str, Any]] = []
-    if value is NON_FINITE:
-        problems.append({"loc": ["body"], "msg": NOT_FINITE, "type": "not_finite"})
+    nul = b"\\u0000" in body  # a raw NUL byte is malformed JSON
+    problems = _problem(["body"], value, nul=nul)
     for path, depth, node in jsonio.containers(value):
         if depth > jsonio.MAX_DEPTH:
             problems.append({"loc": ["body", *path], "msg": TOO_DEEP, "type": "too_deep"})
             break
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        problems.extend(
-            {"loc": ["body", *path, key], "msg": NOT_FINITE, "type": "not_finite"}
-            for key, item in items
-            if item is NON_FINITE
-        )
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if nul and "\x00" in key:  # the answer's JSON shows it as \u0000
+                    problems += _problem(["body", *path, key], key, nul=nul)
+                problems += _problem(["body", *path, key], item, nul=nul)
+        else:
+            for index, item in enumerate(node):
+                problems += _problem(["body", *path, index], item, nul=nul)
     return problems
+
+
+def _problem(loc: list[Any], item: Any, *, nul: bool) -> list[dict[str, Any]]:
+    """The problem with one value (not its contents), if any."""
+    if isinstance(item, _Unstorable):
+        return [{"loc": loc, "msg": item.msg, "type": item.type}]
+    if nul and isinstance(item, str) and "\x00" in item:
+        return [{"loc": loc, "msg": HAS_NUL, "type": "nul_character"}]
+    return []
 
 
 class JsonGuardMiddleware:
