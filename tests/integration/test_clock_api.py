@@ -159,6 +159,21 @@ async def test_the_clock_never_moves_back_or_stands_still(manual: Served) -> Non
     assert await clock_now(manual.client) == now
 
 
+async def test_the_clock_stops_short_of_the_years_datetimes_hold(manual: Served) -> None:
+    century = {"seconds": 36_525 * 86_400}
+    answers = [
+        await manual.client.post("/api/clock/advance", json=century, headers=ADMIN)
+        for _ in range(80)  # from today, year 9000 is reached within 70 centuries
+    ]
+
+    assert {a.status_code for a in answers} == {200, 422}
+    refused = [a.json()["detail"][0] for a in answers if a.status_code == 422]
+    assert {(p["type"], p["loc"][-1]) for p in refused} == {("too_far", "seconds")}
+    assert "no later than 9000-01-01" in refused[0]["msg"]
+    latest = datetime(9000, 1, 1, tzinfo=UTC)
+    assert latest - timedelta(days=36_525) < await clock_now(manual.client) <= latest
+
+
 # --- moving time --------------------------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -33,6 +33,9 @@ log = structlog.get_logger()
 REFRESH_S = 0.25
 CLOCK_ROW = 1
 MAX_ADVANCE = timedelta(days=36_525)  # a century: past it, a typo rather than a test
+# The manual clock goes no later: what Beacon computes ahead of its time (rolling windows,
+# leases, retention, a day of event-time leeway) must stay within the years datetimes hold.
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class ClockError(Exception):
@@ -54,7 +57,7 @@ class NotForward(ClockError):
 
 
 class TooFar(ClockError):
-    """The advance is larger than `MAX_ADVANCE`."""
+    """The advance is larger than `MAX_ADVANCE`, or would pass `LATEST`."""
 
     code = "too_far"
 
@@ -142,6 +145,8 @@ class ManualClock:
                 )
             if target - previous > MAX_ADVANCE:
                 raise TooFar(f"an advance of more than {MAX_ADVANCE.days} days is refused")
+            if target > LATEST:
+                raise TooFar(f"the manual clock goes no later than {LATEST.isoformat()}")
             await tx.sql.execute("UPDATE manual_clock SET now = ? WHERE id = ?", target, CLOCK_ROW)
             return Advance(previous, target)
 
