@@ -204,11 +204,20 @@ async def test_admin_json_nested_too_deep_is_refused_with_422_naming_the_path(
     assert (await client.get("/api/event-types/deep", headers=ADMIN)).status_code == 404
 
 
-@pytest.mark.parametrize("number", ["1e400", "-1e400", "NaN", "Infinity"])
-async def test_admin_json_numbers_no_double_holds_are_refused_with_422_naming_the_path(
-    client: httpx.AsyncClient, number: str
+@pytest.mark.parametrize(
+    ("number", "refused"),
+    [
+        *((text, "not_finite") for text in ("1e400", "-1e400", "NaN", "Infinity")),
+        *(
+            (text, "int_too_large")
+            for text in ("9223372036854775808", "-9223372036854775809", "1" + "0" * 40, "9" * 5000)
+        ),
+    ],
+)
+async def test_admin_json_numbers_nothing_stores_are_refused_with_422_naming_the_path(
+    client: httpx.AsyncClient, number: str, refused: str
 ) -> None:
-    body = '{"mode": "enforce", "schema": {"type": "number", "maximum": NUMBER}}'.replace(
+    body = '{"mode": "enforce", "schema": {"type": "number", "enum": [1, NUMBER]}}'.replace(
         "NUMBER", number
     )
 
@@ -220,31 +229,8 @@ async def test_admin_json_numbers_no_double_holds_are_refused_with_422_naming_th
 
     assert response.status_code == 422, response.text
     [problem] = response.json()["detail"]
-    assert (problem["loc"], problem["type"]) == (["body", "schema", "maximum"], "not_finite")
+    assert (problem["loc"], problem["type"]) == (["body", "schema", "enum", 1], refused)
     assert (await client.get("/api/event-types/price", headers=ADMIN)).status_code == 404
-
-
-@pytest.mark.parametrize(
-    "number", ["9223372036854775808", "-9223372036854775809", "1" + "0" * 40, "9" * 5000]
-)
-async def test_admin_json_whole_numbers_past_64_bits_are_refused_with_422_naming_the_path(
-    client: httpx.AsyncClient, number: str
-) -> None:
-    body = '{"mode": "enforce", "schema": {"type": "integer", "enum": [1, NUMBER]}}'.replace(
-        "NUMBER", number
-    )
-
-    response = await client.put(
-        "/api/event-types/count",
-        content=body,
-        headers={**ADMIN, "Content-Type": "application/json"},
-    )
-
-    assert response.status_code == 422, response.text
-    [problem] = response.json()["detail"]
-    assert problem["loc"] == ["body", "schema", "enum", 1]
-    assert problem["type"] == "int_too_large"
-    assert (await client.get("/api/event-types/count", headers=ADMIN)).status_code == 404
 
 
 async def test_admin_json_whole_numbers_at_the_64_bit_bounds_are_kept(
