@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_ADMIN_TOKEN = "change-me"  # noqa: S105 - the placeholder production mode refuses
 MIN_ADMIN_TOKEN_LENGTH = 32
-MAX_RETENTION_DAYS = 36_500  # a hundred years: history is kept at most that long
+MAX_RETENTION_DAYS = 2**31 - 1  # a 32-bit column; reaching back before year 1 keeps everything
 # Placeholders from examples and habit; compared without case, spaces, dashes or underscores.
 KNOWN_PLACEHOLDERS = frozenset(
     {

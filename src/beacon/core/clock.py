@@ -37,3 +37,12 @@ def to_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def days_before(moment: datetime, days: int) -> datetime:
+    """`days` days before `moment`; the earliest time a datetime holds when that is before
+    year 1 (a retention that long keeps everything)."""
+    try:
+        return moment - timedelta(days=days)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)

@@ -23,6 +23,7 @@ from functools import partial
 
 import structlog
 
+from beacon.core.clock import days_before
 from beacon.platform import Platform
 from beacon.storage.transaction import Tx
 from beacon.storage.writer import Writer
@@ -49,8 +50,8 @@ async def clean(
     writer: Writer, *, now: datetime, webhook_log_days: int, retention_days: int, batch_size: int
 ) -> CleanupReport:
     """Delete what is past its time (see the module docstring); return what went."""
-    webhook_cutoff = now - timedelta(days=webhook_log_days)
-    log_cutoff = now - timedelta(days=retention_days)
+    webhook_cutoff = days_before(now, webhook_log_days)
+    log_cutoff = days_before(now, retention_days)
 
     async def attempts(tx: Tx) -> tuple[int, int]:
         deleted = await tx.sql.execute(

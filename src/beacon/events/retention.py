@@ -46,6 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from beacon.core.clock import days_before
 from beacon.core.db import UtcDateTime
 from beacon.events.models import Event, EventKey, EventType, dead_letters
 from beacon.platform import Platform
@@ -97,10 +98,7 @@ class RetentionPolicy:
 
     def cutoff(self, days: int) -> datetime:
         """Return the time before which events kept `days` days are expired."""
-        try:
-            return self.now - timedelta(days=days)
-        except OverflowError:  # days reaching back beyond year 1: nothing is expired
-            return datetime.min.replace(tzinfo=UTC)
+        return days_before(self.now, days)
 
     @property
     def global_cutoff(self) -> datetime:
