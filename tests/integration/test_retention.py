@@ -27,6 +27,7 @@ from structlog.testing import capture_logs
 from beacon.app import create_app
 from beacon.core.clock import FrozenClock
 from beacon.core.db import plain_postgres_dsn
+from beacon.deliveries.cleanup import clean
 from beacon.events.models import Event, EventKey
 from beacon.events.retention import (
     DETACH_MARKER,
@@ -593,3 +594,17 @@ def test_cli_retention_run_on_a_database_never_migrated_fails_in_one_line(tmp_pa
     assert done.returncode == 1
     assert len(lines) == 1, done.stdout
     assert "beacon migrate" in lines[0]
+
+
+async def test_the_delivery_log_cleanup_takes_a_retention_reaching_back_before_year_one(
+    app: FastAPI,
+) -> None:
+    report = await clean(
+        app.state.writer,
+        now=RECEIVED,
+        webhook_log_days=10_000_000,
+        retention_days=2**31 - 1,
+        batch_size=100,
+    )
+
+    assert report.message_instances == 0 and report.webhook_attempts == 0
