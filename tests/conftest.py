@@ -99,6 +99,16 @@ def new_postgres_database(prefix: str) -> Iterator[str]:
         asyncio.run(_postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def scratch_database(
+    backend: str, workdir: Path, prefix: str
+) -> contextlib.AbstractContextManager[str]:
+    """A new database of `backend` for a test's own Beacon process: an SQLite file in `workdir`,
+    or a PostgreSQL database named `prefix_…`, dropped afterwards (skipped without PostgreSQL)."""
+    if backend == "sqlite":
+        return contextlib.nullcontext(f"sqlite:///{workdir / 'beacon.db'}")
+    return new_postgres_database(prefix)
+
+
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """Create a migrated PostgreSQL database for this test session and drop it afterwards."""
@@ -137,7 +147,11 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+"""Each storage backend, as fixture params (PostgreSQL only with BEACON_TEST_POSTGRES_URL)."""
+
+
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

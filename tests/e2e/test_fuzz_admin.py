@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.beacon_process import BeaconProcess
-from tests.conftest import new_postgres_database
+from tests.conftest import BACKENDS, scratch_database
 
 pytestmark = pytest.mark.e2e
 
@@ -80,18 +80,15 @@ def furnish(http: httpx.Client) -> str:
     return "\n".join(config) + "\n"
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(scope="module", params=BACKENDS)
 def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BeaconProcess]:
     workdir = tmp_path_factory.mktemp("fuzz-admin")
     with contextlib.ExitStack() as stack:
-        if request.param == "sqlite":
-            database_url = f"sqlite:///{workdir / 'beacon.db'}"
-        else:
-            database_url = stack.enter_context(new_postgres_database("beacon_fuzz_admin"))
+        database_url = stack.enter_context(
+            scratch_database(request.param, workdir, "beacon_fuzz_admin")
+        )
         beacon = BeaconProcess.on(
             database_url, workdir, admin_token=ADMIN_TOKEN, settings={"clock": "manual"}
         )

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.beacon_process import BeaconProcess
-from tests.conftest import new_postgres_database
+from tests.conftest import BACKENDS, scratch_database
 
 pytestmark = pytest.mark.e2e
 
@@ -216,18 +216,13 @@ def count_events(database_url: str) -> int:
     return asyncio.run(count())
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(scope="module", params=BACKENDS)
 def target(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Target]:
     workdir = tmp_path_factory.mktemp("fuzz")
     with contextlib.ExitStack() as stack:
-        if request.param == "sqlite":
-            database_url = f"sqlite:///{workdir / 'beacon.db'}"
-        else:
-            database_url = stack.enter_context(new_postgres_database("beacon_fuzz"))
+        database_url = stack.enter_context(scratch_database(request.param, workdir, "beacon_fuzz"))
         beacon = BeaconProcess.on(database_url, workdir, admin_token=ADMIN_TOKEN)
         beacon.cli("migrate")
         beacon.cli("sources", "create", "Fuzz", "--id", SOURCE)
