@@ -16,6 +16,7 @@ JSONDecodeError = orjson.JSONDecodeError
 MAX_DEPTH = 64
 MIN_INT = -(2**63)
 MAX_INT = 2**63 - 1
+HAS_NUL = "text may not contain the NUL character (\\u0000)"  # PostgreSQL stores none
 Path = tuple[str | int, ...]
 
 
@@ -77,3 +78,20 @@ def containers(value: Any) -> Iterator[tuple[Path, int, Any]]:
             ((*path, key), depth + 1, item) for key, item in items if isinstance(item, dict | list)
         ]
         stack.extend(reversed(children))
+
+
+def nul_paths(value: Any, path: Path = ()) -> list[Path]:
+    """The path of every text in `value` holding NUL, object keys included (a key's path ends
+    with the key), in document order. Recursive: walk only a value within `MAX_DEPTH`."""
+    if isinstance(value, str):
+        return [path] if "\x00" in value else []
+    found: list[Path] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                found.append((*path, key))
+            found += nul_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += nul_paths(item, (*path, index))
+    return found

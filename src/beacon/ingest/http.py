@@ -135,29 +135,15 @@ def refuse_nul(body: bytes, value: Any) -> None:
     if b"\\u0000" not in body:
         return
     problems = [
-        Problem(
-            loc=loc, msg="text may not contain the NUL character (\\u0000)", type="nul_character"
-        )
-        for loc in _nul_locations(value, ())
+        Problem(loc=_printable(path), msg=jsonio.HAS_NUL, type="nul_character")
+        for path in jsonio.nul_paths(value)
     ]
     if problems:
         raise ClientError(422, "nul_character", "the payload contains NUL characters", problems)
 
 
-def _nul_locations(value: Any, loc: tuple[str | int, ...]) -> list[tuple[str | int, ...]]:
-    if isinstance(value, str):
-        return [loc] if "\x00" in value else []
-    found: list[tuple[str | int, ...]] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            printable = key.replace("\x00", "\\u0000")
-            if "\x00" in key:
-                found.append((*loc, printable))
-            found += _nul_locations(item, (*loc, printable))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += _nul_locations(item, (*loc, index))
-    return found
+def _printable(path: jsonio.Path) -> tuple[str | int, ...]:
+    return tuple(p.replace("\x00", "\\u0000") if isinstance(p, str) else p for p in path)
 
 
 async def send_json(

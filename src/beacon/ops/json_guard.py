@@ -21,7 +21,6 @@ from beacon.core import jsonio
 WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 TOO_DEEP = f"JSON may nest at most {jsonio.MAX_DEPTH} objects or arrays deep"
 NOT_FINITE = "numbers must be finite: this one is too large for a double (or NaN/Infinity)"
-HAS_NUL = "text may not contain the NUL character (\\u0000)"
 TOO_LARGE = f"whole numbers must lie between {jsonio.MIN_INT} and {jsonio.MAX_INT} (64 bits)"
 
 
@@ -60,30 +59,25 @@ def json_problems(body: bytes) -> list[dict[str, Any]]:
         return [{"loc": ["body"], "msg": TOO_DEEP, "type": "too_deep"}]
     except ValueError:  # malformed JSON (or not UTF-8): FastAPI answers that itself
         return []
-    nul = b"\\u0000" in body  # a raw NUL byte is malformed JSON
-    problems = _problem(["body"], value, nul=nul)
+    problems: list[dict[str, Any]] = []
+    if isinstance(value, _Unstorable):
+        problems.append({"loc": ["body"], "msg": value.msg, "type": value.type})
     for path, depth, node in jsonio.containers(value):
         if depth > jsonio.MAX_DEPTH:
             problems.append({"loc": ["body", *path], "msg": TOO_DEEP, "type": "too_deep"})
-            break
-        if isinstance(node, dict):
-            for key, item in node.items():
-                if nul and "\x00" in key:  # the answer's JSON shows it as \u0000
-                    problems += _problem(["body", *path, key], key, nul=nul)
-                problems += _problem(["body", *path, key], item, nul=nul)
-        else:
-            for index, item in enumerate(node):
-                problems += _problem(["body", *path, index], item, nul=nul)
+            return problems
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        problems.extend(
+            {"loc": ["body", *path, key], "msg": item.msg, "type": item.type}
+            for key, item in items
+            if isinstance(item, _Unstorable)
+        )
+    if b"\\u0000" in body:  # a raw NUL byte is malformed JSON
+        problems.extend(
+            {"loc": ["body", *path], "msg": jsonio.HAS_NUL, "type": "nul_character"}
+            for path in jsonio.nul_paths(value)
+        )
     return problems
-
-
-def _problem(loc: list[Any], item: Any, *, nul: bool) -> list[dict[str, Any]]:
-    """The problem with one value (not its contents), if any."""
-    if isinstance(item, _Unstorable):
-        return [{"loc": loc, "msg": item.msg, "type": item.type}]
-    if nul and isinstance(item, str) and "\x00" in item:
-        return [{"loc": loc, "msg": HAS_NUL, "type": "nul_character"}]
-    return []
 
 
 class JsonGuardMiddleware:
