@@ -760,10 +760,12 @@ async def test_messages_handled_again_after_a_crash_have_their_effect_once(
     second = start_process(backend, writer, restarted)
     try:
         await eventually(has_effects(writer, len(sent)))
+        # The crashed batch comes again (on Redis once its entries were idle long enough to be
+        # claimed, which a busy machine may delay past the effects being complete).
+        await eventually(lambda: bool(set(crashing.seen) & set(restarted.seen)))
         await asyncio.sleep(0.2)  # room for a wrongful second effect
     finally:
         await second.shut_down()
 
     assert Counter(message_id for message_id, _ in await effects(writer)) == {e.id: 1 for e in sent}
-    assert set(crashing.seen) & set(restarted.seen), "the crash should have left work to redo"
     assert await writer.database.stale_outbox(SystemClock().now(), 1000) == []
