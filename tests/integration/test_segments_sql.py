@@ -299,3 +299,43 @@ def test_the_sql_build_selects_what_the_pure_core_selects(
             assert attribute_state.value(named.definition, state, now=NOW) == values[name], name
         if moment is not None:
             assert row["next_look"] is not None and row["next_look"] <= moment
+
+
+def test_rows_a_consumer_inserted_meanwhile_turn_the_build_insert_into_an_upsert(
+    database: str, loop: asyncio.AbstractEventLoop
+) -> None:
+    """The build deletes its rows, then inserts them plainly (fast); a row the consumer
+    inserted between the two makes that insert fail, and the upsert then runs in its place
+    without losing the transaction."""
+    insert = (
+        "INSERT INTO attribute_states (profile_id, key, state, value, updated_at)"
+        " SELECT p, 'build-key', jsonb_build_object('tally', p), NULL, $1::timestamptz"
+        " FROM unnest(ARRAY['p1', 'p2', 'p3']) AS p"
+    )
+    upsert = " ON CONFLICT (profile_id, key) DO UPDATE SET state = excluded.state"
+
+    async def run() -> list[tuple[str, Any]]:
+        conn = await asyncpg.connect(database)
+        try:
+            await conn.execute("DELETE FROM attribute_states WHERE key = 'build-key'")
+            async with conn.transaction():
+                await conn.execute(  # the consumer's, committed meanwhile
+                    "INSERT INTO attribute_states (profile_id, key, state, value, updated_at)"
+                    " VALUES ('p2', 'build-key', '{\"tally\": \"older\"}', NULL, $1)",
+                    NOW,
+                )
+                await sql_build._insert(conn, insert, upsert, NOW)
+                await conn.execute("SELECT 1")  # the transaction still works
+            rows = await conn.fetch(
+                "SELECT profile_id, state FROM attribute_states WHERE key = 'build-key'"
+                " ORDER BY profile_id"
+            )
+            return [(row["profile_id"], jsonio.loads(row["state"])) for row in rows]
+        finally:
+            await conn.close()
+
+    assert loop.run_until_complete(run()) == [
+        ("p1", {"tally": "p1"}),
+        ("p2", {"tally": "p2"}),
+        ("p3", {"tally": "p3"}),
+    ]

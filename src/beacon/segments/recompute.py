@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from beacon.core.ids import new_id
 from beacon.core.sql import in_list
 from beacon.segments import schedule, states
 from beacon.segments.attributes import AttributeDefinition, parse_attribute
@@ -37,9 +38,9 @@ from beacon.storage.database import utc
 from beacon.storage.transaction import Tx
 
 LEASE = timedelta(seconds=60)
-RANDOM_ID = {
-    "sqlite": "lower(hex(randomblob(16)))",
-    "postgresql": "replace(gen_random_uuid()::text, '-', '')",
+NUMBERED = {  # a row's number as 12 hex digits, the last group of a UUID's text
+    "sqlite": "printf('%012x', row_number() OVER ())",
+    "postgresql": "lpad(to_hex(row_number() OVER ()), 12, '0')",
 }
 Progress = Callable[[int, int], None]
 """Told (profiles done, profiles in all) after each batch."""
@@ -202,21 +203,34 @@ async def flip(tx: Tx, build: SegmentBuild) -> bool:
         "SELECT 1 FROM segment_members o WHERE o.segment_id = ? AND o.version = ?"
         " AND o.profile_id = m.profile_id"
     )
+    # Ids as time-ordered as `new_id`'s (its first 24 characters, then the row's number):
+    # appended to the primary key's end, they write twice as fast as random ones.
     history = (
         "INSERT INTO segment_history (id, segment_id, segment_name, profile_id, version, change,"
-        f" at, imported, event_id) SELECT {RANDOM_ID[tx.dialect]}, ?, ?, m.profile_id, ?, ?, ?,"
-        " ?, NULL FROM segment_members m WHERE m.segment_id = ? AND m.version = ?"
+        f" at, imported, event_id) SELECT ? || {NUMBERED[tx.dialect]}, ?, ?, m.profile_id, ?,"
+        " ?, ?, ?, NULL FROM segment_members m WHERE m.segment_id = ? AND m.version = ?"
     )
     if old == 0:  # a first version: everyone in it enters
-        await sql.execute(history, sid, build.name, new, "entered", tx.now, False, sid, new)
+        await sql.execute(
+            history, id_prefix(), sid, build.name, new, "entered", tx.now, False, sid, new
+        )
     else:
         history += f" AND NOT EXISTS ({others})"
-        await sql.execute(
-            history, sid, build.name, new, "entered", tx.now, False, sid, new, sid, old
-        )
-        await sql.execute(
-            history, sid, build.name, new, "exited", tx.now, False, sid, old, sid, new
-        )
+        for change, side, other in (("entered", new, old), ("exited", old, new)):
+            await sql.execute(
+                history,
+                id_prefix(),
+                sid,
+                build.name,
+                new,
+                change,
+                tx.now,
+                False,
+                sid,
+                side,
+                sid,
+                other,
+            )
         # Members staying keep the time they entered; those entering keep the time their
         # build found them in.
         await sql.execute(
@@ -238,6 +252,12 @@ async def flip(tx: Tx, build: SegmentBuild) -> bool:
     )
     await bump_generation(tx)
     return True
+
+
+def id_prefix() -> str:
+    """The first 24 characters of a new id: a statement numbering its rows after them makes
+    ids no other statement makes."""
+    return new_id()[:24]
 
 
 async def record_unrecorded(tx: Tx, *, limit: int = 1000) -> int:
