@@ -446,9 +446,9 @@ async def _write(
 
 
 async def _insert(conn: Any, insert: str, on_conflict: str, *args: Any) -> None:
-    """Run `insert`, whose rows were deleted or found missing first: a plain insert writes
-    twice as fast as an upsert. A consumer inserting one of them meanwhile makes it fail; it is
-    then undone (a savepoint) and run again with `on_conflict`."""
+    """Run `insert`, whose rows were deleted first: a plain insert writes twice as fast as an
+    upsert. A consumer inserting one of them meanwhile makes it fail; it is then undone (a
+    savepoint) and run again with `on_conflict`."""
     try:
         async with conn.transaction():
             await conn.execute(insert, *args)
