@@ -31,7 +31,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.beacon_process import DEADLINE_S, POLL_S, BeaconProcess
-from tests.conftest import NO_REDIS, REDIS_URL, delete_redis_keys, new_postgres_database
+from tests.conftest import NO_REDIS, REDIS_URL, delete_redis_keys, scratch_database
 from tests.e2e.test_crash_durability import query
 
 pytestmark = pytest.mark.e2e
@@ -129,12 +129,9 @@ TABLES = (
 @pytest.fixture
 def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database of the test's backend (migrated later, with the CLI)."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'beacon.db'}"
-        return
-    if not REDIS_URL:
+    if backend != "sqlite" and not REDIS_URL:
         pytest.skip(NO_REDIS)
-    with new_postgres_database("beacon_consumers") as url:
+    with scratch_database(backend, tmp_path, "beacon_consumers") as url:
         yield url
 
 

@@ -28,7 +28,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.beacon_process import DEADLINE_S, POLL_S, BeaconProcess, remaining
-from tests.conftest import NO_REDIS, REDIS_URL, new_postgres_database
+from tests.conftest import NO_REDIS, REDIS_URL, scratch_database
 
 pytestmark = pytest.mark.e2e
 
@@ -47,10 +47,7 @@ ACKNOWLEDGED_BEFORE_KILL = 300  # requests
 @pytest.fixture
 def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database of the test's backend (migrated later, with the CLI)."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'beacon.db'}"
-        return
-    with new_postgres_database("beacon_e2e") as url:
+    with scratch_database(backend, tmp_path, "beacon_e2e") as url:
         yield url
 
 

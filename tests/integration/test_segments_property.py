@@ -14,7 +14,6 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,7 +25,7 @@ from hypothesis import strategies as st
 from beacon.app import create_app
 from beacon.migrations.runner import upgrade_database
 from beacon.settings import Settings
-from tests.conftest import make_settings, new_postgres_database
+from tests.conftest import BACKENDS, make_settings, scratch_database
 from tests.integration.conftest import ADMIN
 from tests.segments_driver import SegmentsDriver, wait_until
 
@@ -84,17 +83,16 @@ class Running:
     driver: SegmentsDriver
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(scope="module", params=BACKENDS)
 def running(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Running]:
     with contextlib.ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{tmp_path_factory.mktemp('property') / Path('beacon.db')}"
-        else:
-            url = stack.enter_context(new_postgres_database("beacon_segments_property"))
+        url = stack.enter_context(
+            scratch_database(
+                request.param, tmp_path_factory.mktemp("property"), "beacon_segments_property"
+            )
+        )
         upgrade_database(Settings(database_url=url))
         loop = asyncio.new_event_loop()
         stack.callback(loop.close)

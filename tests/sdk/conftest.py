@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.beacon_process import DEADLINE_S, POLL_S, BeaconProcess, remaining
-from tests.conftest import new_postgres_database
+from tests.conftest import BACKENDS, scratch_database
 
 ADMIN_TOKEN = "sdk-admin-token"
 SOURCE_ID = "sdk"
@@ -78,19 +78,9 @@ class BeaconServer(BeaconProcess):
 
 
 @contextlib.contextmanager
-def database(backend: str, workdir: Path) -> Iterator[str]:
-    """An empty database of `backend`: a SQLite file in `workdir`, or a new PostgreSQL database."""
-    if backend == "sqlite":
-        yield f"sqlite:///{workdir / 'beacon.db'}"
-        return
-    with new_postgres_database("beacon_sdk") as url:
-        yield url
-
-
-@contextlib.contextmanager
 def beacon_server(workdir: Path, backend: str) -> Iterator[BeaconServer]:
     """A migrated database with the `sdk` source, and its server running."""
-    with database(backend, workdir) as database_url:
+    with scratch_database(backend, workdir, "beacon_sdk") as database_url:
         server = BeaconServer.on(
             database_url, workdir, admin_token=ADMIN_TOKEN, serve_args=("--no-migrate",)
         )
@@ -98,9 +88,6 @@ def beacon_server(workdir: Path, backend: str) -> Iterator[BeaconServer]:
         server.cli("sources", "create", "sdk", "--id", SOURCE_ID)
         with server.running():
             yield server
-
-
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
