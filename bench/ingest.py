@@ -25,8 +25,9 @@ alternating slices: reported as a ratio (target >= 0.9).
 With `--against REV`, it compares this checkout with the commit REV (a git revision, checked
 out in a temporary worktree and run with the same environment) on SQLite and `/track` only:
 warm-up and maximum throughput, alternating the two servers for `--rounds` rounds on one
-machine, reported per round, as the ratio of the medians and as the median of each round's
-ratio (events/s, and server CPU per 1,000 events). On a machine whose load moves, compare
+machine (each round in the reverse order of the last), reported per round, as the ratio of
+the medians and as the geometric mean of each round's ratio (events/s, and server CPU per
+1,000 events). On a machine whose load moves, compare
 several runs: the spread between rounds of one side shows the noise.
 
 Prints one JSON document to stdout; progress goes to stderr. Usage: `python bench/ingest.py
@@ -389,8 +390,11 @@ def compare_on_sqlite(args: argparse.Namespace, runner: asyncio.Runner) -> Figur
         try:
             commit = git("-C", tree, "rev-parse", "--short", "HEAD")
             rounds: dict[str, list[Figures]] = {"against": [], "this": []}
+            sides: list[tuple[str, str | None]] = [("against", f"{tree}/src"), ("this", None)]
             for index in range(args.rounds):
-                for side, path in (("against", f"{tree}/src"), ("this", None)):
+                # Each round reverses the order of the last, so that going first or second
+                # (after the other side's database was written and deleted) favours neither.
+                for side, path in sides if index % 2 == 0 else sides[::-1]:
                     progress(f"round {index + 1}/{args.rounds}: {side}")
                     figures = peak_on_sqlite(args, runner, pythonpath=path)
                     progress(f"  {figures['events_per_s']:.0f} events/s")
@@ -402,9 +406,10 @@ def compare_on_sqlite(args: argparse.Namespace, runner: asyncio.Runner) -> Figur
         return float(statistics.median(f[key] for f in rounds[side]))
 
     def paired(key: str) -> float:
-        """The median of each round's ratio: the two sides of a round ran a minute apart."""
+        """The geometric mean of each round's ratio: the two sides of a round ran a minute
+        apart, and over an even number of rounds each side went first as often."""
         pairs = zip(rounds["this"], rounds["against"], strict=True)
-        return round(float(statistics.median(t[key] / a[key] for t, a in pairs)), 3)
+        return round(float(statistics.geometric_mean(t[key] / a[key] for t, a in pairs)), 3)
 
     rate, cpu = "events_per_s", "server_cpu_ms_per_1000_events"
     return {
@@ -478,7 +483,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="compare with this git revision on SQLite and /track (see the module docstring)",
     )
     parser.add_argument(
-        "--rounds", type=int, default=3, help="rounds of each side with --against (default 3)"
+        "--rounds", type=int, default=4, help="rounds of each side with --against (default 4)"
     )
     args = parser.parse_args(argv)
     if not 1 <= args.rounds <= 20:

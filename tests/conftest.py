@@ -52,6 +52,7 @@ TABLES = (
     "attribute_states",
     "segment_members",
     "segment_history",
+    "segment_passed_events",
     "delivery_requests",
     "journeys",
     "journey_versions",

@@ -21,10 +21,12 @@ Fetch = Callable[..., Awaitable[list[tuple[Any, ...]]]]
 DEADLINE_S = 60.0
 
 KEYS_KEPT = timedelta(days=14)  # older events count though their idempotency keys are gone
-UNCOUNTED = (
+UNCOUNTED = (  # events the consumer has neither counted nor passed while nothing was defined
     "SELECT count(*) FROM events e WHERE e.profile_id IS NOT NULL AND e.received_at >= ?"
     " AND NOT EXISTS (SELECT 1 FROM processed_messages pm"
     " WHERE pm.consumer = 'segments' AND pm.key = e.id)"
+    " AND NOT EXISTS (SELECT 1 FROM segment_passed_events p"
+    " WHERE p.event_ids LIKE '%\"' || e.id || '\"%')"
 )
 
 

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from beacon.bus.messages import EventMessage
 from beacon.core import jsonio
 from beacon.core.clock import SystemClock
 from beacon.imports.runner import ImportOptions
 from beacon.imports.service import import_files
-from beacon.segments import recompute, service
+from beacon.segments import live, recompute, service
+from beacon.segments.catalog import load_catalog
 from beacon.storage.transaction import Tx
 from beacon.storage.writer import Writer
 from tests.integration.conftest import ADMIN, ServeApp, Served, wait_for
@@ -109,6 +111,59 @@ async def test_a_merge_re_evaluates_the_survivor_and_forgets_the_merged_profile(
     assert beacon.read is not None
     [(value,)] = await beacon.read("SELECT value FROM attribute_states WHERE profile_id = ?", kate)
     assert (jsonio.loads(value) if isinstance(value, str) else value) == 3
+
+
+async def count_of(beacon: SegmentsDriver, profile_id: str) -> int:
+    """The value of the profile's one attribute state (the hidden count `TWICE` reads)."""
+    assert beacon.read is not None
+    [(value,)] = await beacon.read(
+        "SELECT value FROM attribute_states WHERE profile_id = ?", profile_id
+    )
+    return int(jsonio.loads(value) if isinstance(value, str) else value)
+
+
+async def test_events_passed_while_nothing_was_defined_count_once_in_the_first_segment(
+    served: Served, beacon: SegmentsDriver
+) -> None:
+    writer = writer_of(served)
+    for user in ("ann", "ann", "bob"):
+        await beacon.event(user, "PURCHASE")
+    await beacon.settle()
+    assert beacon.read is not None
+    passed = await beacon.read("SELECT id, type, profile_id, source_id FROM events")
+
+    await beacon.segment("repeat-buyers", TWICE)
+    ann, bob = await beacon.profile("ann"), await beacon.profile("bob")
+    assert await beacon.members("repeat-buyers") == {ann}
+    assert (await count_of(beacon, ann), await count_of(beacon, bob)) == (2, 1)
+
+    # The passed events delivered again (a crash before the bus heard they were handled) count
+    # for nobody: the recompute counted them.
+    now = (await beacon.now()).isoformat()
+    again = [
+        EventMessage(
+            id=i,
+            type=t,
+            source_id=s,
+            profile_id=p,
+            session_id=None,
+            occurred_at=now,
+            received_at=now,
+        )
+        for i, t, p, s in passed
+    ]
+
+    async def redeliver(tx: Tx) -> None:
+        catalog = await load_catalog(tx.sql.fetch)
+        await live.handle_events(tx, catalog, again, keep_days=14)
+
+    await writer.run(redeliver)
+    await beacon.event("bob", "PURCHASE")
+    await beacon.settle()
+    assert await beacon.members("repeat-buyers") == {ann, bob}
+    assert (await count_of(beacon, ann), await count_of(beacon, bob)) == (2, 2)
+    [(left,)] = await beacon.read("SELECT count(*) FROM segment_passed_events")
+    assert left == 0
 
 
 async def test_an_erasure_removes_memberships_states_history_and_the_timer(

@@ -15,7 +15,9 @@ One transaction per consumer batch (`handle_events`), in message order, per prof
 - an event of a merged profile counts for its survivor; one of an erased profile, for nobody.
 
 A segment change (`segment.entered` / `segment.exited`, the consumer's own doing) that no
-attribute counts is only remembered as seen: it changes nothing a rule reads.
+attribute counts is only remembered as seen: it changes nothing a rule reads. With nothing
+defined at all, the batch is only recorded as passed (`states.pass_events`), and the profiles
+erased are forgotten.
 
 The change a profile's imported event causes is marked `imported`. Then each touched profile's
 timer is brought to the earliest moment time alone changes a segment evaluated (`schedule`).
@@ -61,11 +63,12 @@ async def handle_events(
 ) -> None:
     """Apply a batch of the `events` topic (see the module docstring)."""
     if not catalog.segments and not catalog.definitions:
-        await _count_only(tx, messages)
+        await _pass_only(tx, messages, keep_days=keep_days)
         return
+    await states.expand_passed(tx)
     quiet = [m for m in messages if _moves_nothing(catalog, m)]
     if quiet:
-        await _count_only(tx, quiet)
+        await remember(tx, consumer=states.CONSUMER, keys=[m.id for m in quiet if m.stored])
         messages = [m for m in messages if not _moves_nothing(catalog, m)]
         if not messages:
             return
@@ -167,13 +170,13 @@ def _count(catalog: Catalog, person: Person, message: EventMessage, now: datetim
     return keys
 
 
-async def _count_only(tx: Tx, messages: Sequence[EventMessage]) -> None:
-    """With nothing defined, only remember which events the consumer has seen (a recompute
-    reads those as counted) and forget the erased."""
-    await remember(
+async def _pass_only(tx: Tx, messages: Sequence[EventMessage], *, keep_days: int) -> None:
+    """With nothing defined, only record which events the consumer passed (a recompute reads
+    those as counted) and forget the erased."""
+    await states.pass_events(
         tx,
-        consumer=states.CONSUMER,
-        keys=[m.id for m in messages if m.stored and m.type != lifecycle.PROFILE_ERASED],
+        [m.id for m in messages if m.stored and m.type != lifecycle.PROFILE_ERASED],
+        keep_days=keep_days,
     )
     for message in messages:
         if message.type == lifecycle.PROFILE_ERASED:
@@ -214,7 +217,8 @@ def _affected(catalog: Catalog, keys: set[str], *, first: bool) -> list[SegmentR
 async def _rebuild(tx: Tx, catalog: Catalog, person: Person, loser: str, *, keep_days: int) -> None:
     """Recompute the survivor's live states from its history; forget the merged profile."""
     types = {t for d in catalog.definitions.values() for t in d.event_types}
-    found = await states.history(tx.sql.fetch, [person.id], types, now=tx.now, keep_days=keep_days)
+    before = states.counted_before(tx.now, keep_days)
+    found = await states.history(tx.sql.fetch, [person.id], types, before=before)
     person.states = {}
     person.replace_states(states.fold(catalog.definitions, found[person.id], now=tx.now))
     await states.delete_states(tx.sql, [person.id])

@@ -128,3 +128,16 @@ class SegmentChange(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime)
     imported: Mapped[bool] = mapped_column(Boolean, default=False)
     event_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+
+class PassedEvents(Base):
+    """Events the segments consumer passed while nothing was defined, one row per batch:
+    `event_ids` is their ids as a JSON array (`states.pass_events`). The rows become
+    idempotency keys, one per event, once something is defined (`states.expand_passed`)."""
+
+    __tablename__ = "segment_passed_events"
+    __table_args__ = (Index("ix_segment_passed_events_passed_at", "passed_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    passed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    event_ids: Mapped[str] = mapped_column(Text)

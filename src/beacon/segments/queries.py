@@ -173,7 +173,7 @@ async def preview(
             )
         ]
         people = await load_people(fetch, ids, with_states=False)
-        events = await states.history(fetch, sorted(people), types, now=now, keep_days=0)
+        events = await states.history(fetch, sorted(people), types, before=states.ALL_STORED)
         for profile_id in sorted(people):
             person = people[profile_id]
             person.states = states.fold(definitions, events[profile_id], now=now)

@@ -149,11 +149,13 @@ async def rebuild_profiles(
 ) -> None:
     """Fold the profiles' histories into `definitions`' states, store them, and (given a rule
     computed aside) evaluate it, write its member rows and bring their timers forward."""
+    await states.expand_passed(tx)  # before the profiles' locks, as the consumer takes them
     await lock_profiles(tx, profile_ids)
     profiles = await Profiles.load(tx, profile_ids)
     ids = sorted(profiles.people)
     types = {t for d in definitions.values() for t in d.event_types}
-    found = await states.history(tx.sql.fetch, ids, types, now=tx.now, keep_days=keep_days)
+    before = states.counted_before(tx.now, keep_days)
+    found = await states.history(tx.sql.fetch, ids, types, before=before)
     rows: list[states.Row] = []
     for profile_id in ids:
         person = profiles.people[profile_id]

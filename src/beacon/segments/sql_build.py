@@ -53,7 +53,7 @@ from beacon.segments.sql_rules import (
     leaves,
     supported,
 )
-from beacon.segments.states import CONSUMER, counted_before
+from beacon.segments.states import ALL_STORED, CONSUMER, counted_before, expand_passed
 from beacon.segments.values import minute_of
 from beacon.storage.transaction import Tx
 from beacon.storage.writer import Writer
@@ -316,6 +316,7 @@ async def build(
         definitions, build.rule.rule, now=now, before=counted_before(now, keep_days)
     )
     select = statement.select()
+    await writer.run(expand_passed)
     async with pool.acquire() as conn, conn.transaction():
         held = await conn.execute(
             "UPDATE segments SET run_until = $1 WHERE id = $2 AND run_owner = $3 AND version = $4",
@@ -337,6 +338,7 @@ async def build(
         written = time.perf_counter()
     if progress is not None:
         progress(1, 2)
+    await writer.run(expand_passed)  # events passed meanwhile were dated when passed
     touched = await database.read(
         "SELECT DISTINCT e.profile_id FROM processed_messages pm JOIN events e ON e.id = pm.key"
         " WHERE pm.consumer = ? AND pm.processed_at >= ? AND e.profile_id IS NOT NULL",
@@ -369,7 +371,7 @@ async def preview(
 ) -> tuple[int, list[str]]:
     """How many profiles the version selects now from their whole stored history, and some."""
     definitions = {n.key: n.definition for n in rule.names.values()}
-    statement = Statement(definitions, rule.rule, now=now, before=now)
+    statement = Statement(definitions, rule.rule, now=now, before=ALL_STORED)
     limit = statement.c.arg(sample, "::int")
     async with database.pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL jit = off")

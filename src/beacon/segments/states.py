@@ -10,21 +10,30 @@ it first records its id (`first_time`, consumer `segments`); a rebuild (`history
 events already counted that way, and events received before the idempotency keys' retention
 (`processed_messages_days`), whose keys may be gone but which were counted long ago. An event
 still on its way through the bus is left to the consumer, which counts it on arrival.
+
+While nothing is defined the consumer counts nothing, and a key per event would cost ingestion
+a second indexed row per event: it records the events it passed as one row per batch
+(`pass_events`). Before anything reads or records keys with something defined (the consumer's
+next batch, a rebuild, a build in SQL), `expand_passed` turns those rows into the keys they
+stand for, dated when the events were passed, in the reader's own transaction: an event passed
+then is counted by a rebuild, and never again by the consumer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from beacon.core import jsonio
+from beacon.core.ids import new_id
 from beacon.core.sql import Sql, chunks, in_list
 from beacon.segments import attribute_state
 from beacon.segments.attribute_state import Event, State
 from beacon.segments.attributes import AttributeDefinition
 from beacon.segments.catalog import Fetch, as_json
 from beacon.storage.database import utc
+from beacon.storage.transaction import Tx
 
 CONSUMER = "segments"
 """The consumer of the `events` topic, and the name its idempotency keys are kept under."""
@@ -41,6 +50,16 @@ WHERE e.profile_id IN ({profiles}) AND e.type IN ({types})
 AND (e.received_at < ? OR EXISTS (
     SELECT 1 FROM processed_messages pm WHERE pm.consumer = ? AND pm.key = e.id))
 """
+
+PASSED_KEYS = {  # one idempotency key per event of the passed rows `?, ?…` (ids) listed
+    "sqlite": "INSERT INTO processed_messages (consumer, key, processed_at)"
+    " SELECT ?, j.value, p.passed_at FROM segment_passed_events p, json_each(p.event_ids) j"
+    " WHERE p.id IN ({ids}) ON CONFLICT (consumer, key) DO NOTHING",
+    "postgresql": "INSERT INTO processed_messages (consumer, key, processed_at)"
+    " SELECT ?, j.value, p.passed_at FROM segment_passed_events p"
+    " CROSS JOIN LATERAL jsonb_array_elements_text(p.event_ids::jsonb) j(value)"
+    " WHERE p.id IN ({ids}) ON CONFLICT (consumer, key) DO NOTHING",
+}
 
 Row = tuple[str, str, State, Any]
 """(profile id, state key, state, value): one state to store."""
@@ -89,6 +108,39 @@ async def delete_states(
             )
 
 
+async def pass_events(tx: Tx, event_ids: Sequence[str], *, keep_days: int) -> None:
+    """Record that the consumer passed these events while nothing was defined (one row), and
+    forget rows older than the keys' retention: their events count by when they came."""
+    await tx.sql.execute(
+        "DELETE FROM segment_passed_events WHERE passed_at < ?",
+        counted_before(tx.now, keep_days),
+    )
+    if event_ids:
+        await tx.sql.execute(
+            "INSERT INTO segment_passed_events (id, passed_at, event_ids) VALUES (?, ?, ?)",
+            new_id(),
+            tx.now,
+            jsonio.dumps_text(list(event_ids)),
+        )
+
+
+async def expand_passed(tx: Tx) -> None:
+    """Turn every row of passed events into the consumer's keys, one per event (see the module
+    docstring). On PostgreSQL the rows are locked first: of two transactions expanding at
+    once, the second finds them gone."""
+    lock = " FOR UPDATE" if tx.dialect == "postgresql" else ""
+    rows = await tx.sql.fetch(f"SELECT id FROM segment_passed_events ORDER BY id{lock}")
+    for batch in chunks([str(row[0]) for row in rows]):
+        ids = in_list(len(batch))
+        await tx.sql.execute(PASSED_KEYS[tx.dialect].format(ids=ids), CONSUMER, *batch)
+        await tx.sql.execute(f"DELETE FROM segment_passed_events WHERE id IN ({ids})", *batch)
+
+
+ALL_STORED = datetime(9999, 1, 1, tzinfo=UTC)
+"""`before` for a reader of every stored event, those still on their way to the consumer too
+(a preview)."""
+
+
 def counted_before(now: datetime, keep_days: int) -> datetime:
     """Events received before this were counted long ago (their keys may be gone)."""
     return now - timedelta(days=keep_days)
@@ -99,15 +151,15 @@ async def history(
     profile_ids: Sequence[str],
     event_types: Iterable[str],
     *,
-    now: datetime,
-    keep_days: int,
+    before: datetime,
 ) -> dict[str, list[Event]]:
-    """The counted events of `event_types` of each profile (see the module docstring)."""
+    """The counted events of `event_types` of each profile (see the module docstring), those
+    received before `before` being counted whatever their keys (`counted_before`; `ALL_STORED`
+    reads every stored event)."""
     found: dict[str, list[Event]] = {p: [] for p in profile_ids}
     types = sorted(set(event_types))
     if not types or not profile_ids:
         return found
-    before = counted_before(now, keep_days)
     for batch in chunks(profile_ids, 250):
         for type_batch in chunks(types, 250):
             sql_text = HISTORY.format(profiles=in_list(len(batch)), types=in_list(len(type_batch)))
