@@ -53,6 +53,15 @@ async def rows_of(beacon: SegmentsDriver, profile_id: str) -> dict[str, int]:
     return found
 
 
+async def count_of(beacon: SegmentsDriver, profile_id: str) -> int:
+    """The value of the profile's one attribute state (the hidden count `TWICE` reads)."""
+    assert beacon.read is not None
+    [(value,)] = await beacon.read(
+        "SELECT value FROM attribute_states WHERE profile_id = ?", profile_id
+    )
+    return int(jsonio.loads(value) if isinstance(value, str) else value)
+
+
 async def test_imported_history_counts_and_its_entries_are_marked_imported(
     served: Served, beacon: SegmentsDriver, tmp_path: Path
 ) -> None:
@@ -108,18 +117,7 @@ async def test_a_merge_re_evaluates_the_survivor_and_forgets_the_merged_profile(
     }
     await beacon.event("kate", "PURCHASE")  # counted once more, not twice
     await beacon.settle()
-    assert beacon.read is not None
-    [(value,)] = await beacon.read("SELECT value FROM attribute_states WHERE profile_id = ?", kate)
-    assert (jsonio.loads(value) if isinstance(value, str) else value) == 3
-
-
-async def count_of(beacon: SegmentsDriver, profile_id: str) -> int:
-    """The value of the profile's one attribute state (the hidden count `TWICE` reads)."""
-    assert beacon.read is not None
-    [(value,)] = await beacon.read(
-        "SELECT value FROM attribute_states WHERE profile_id = ?", profile_id
-    )
-    return int(jsonio.loads(value) if isinstance(value, str) else value)
+    assert await count_of(beacon, kate) == 3
 
 
 async def test_events_passed_while_nothing_was_defined_count_once_in_the_first_segment(
