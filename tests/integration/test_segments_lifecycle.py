@@ -164,6 +164,21 @@ async def test_events_passed_while_nothing_was_defined_count_once_in_the_first_s
     assert left == 0
 
 
+async def test_events_passed_are_forgotten_once_older_than_the_keys_retention(
+    beacon: SegmentsDriver,
+) -> None:
+    await beacon.event("ann", "PURCHASE")
+    await beacon.settle()
+    assert beacon.read is not None
+    passed = "SELECT count(*) FROM segment_passed_events"
+    assert (await beacon.read(passed))[0][0] == 1
+
+    await beacon.advance(days=13)
+    assert (await beacon.read(passed))[0][0] == 1
+    await beacon.advance(days=2)  # past the 14 days the keys are kept: the hourly job ran
+    assert (await beacon.read(passed))[0][0] == 0
+
+
 async def test_an_erasure_removes_memberships_states_history_and_the_timer(
     beacon: SegmentsDriver,
 ) -> None:

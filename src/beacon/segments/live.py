@@ -63,7 +63,7 @@ async def handle_events(
 ) -> None:
     """Apply a batch of the `events` topic (see the module docstring)."""
     if not catalog.segments and not catalog.definitions:
-        await _pass_only(tx, messages, keep_days=keep_days)
+        await _pass_only(tx, messages)
         return
     await states.expand_passed(tx)
     quiet = [m for m in messages if _moves_nothing(catalog, m)]
@@ -170,13 +170,11 @@ def _count(catalog: Catalog, person: Person, message: EventMessage, now: datetim
     return keys
 
 
-async def _pass_only(tx: Tx, messages: Sequence[EventMessage], *, keep_days: int) -> None:
+async def _pass_only(tx: Tx, messages: Sequence[EventMessage]) -> None:
     """With nothing defined, only record which events the consumer passed (a recompute reads
     those as counted) and forget the erased."""
     await states.pass_events(
-        tx,
-        [m.id for m in messages if m.stored and m.type != lifecycle.PROFILE_ERASED],
-        keep_days=keep_days,
+        tx, [m.id for m in messages if m.stored and m.type != lifecycle.PROFILE_ERASED]
     )
     for message in messages:
         if message.type == lifecycle.PROFILE_ERASED:

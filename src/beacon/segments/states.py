@@ -108,13 +108,8 @@ async def delete_states(
             )
 
 
-async def pass_events(tx: Tx, event_ids: Sequence[str], *, keep_days: int) -> None:
-    """Record that the consumer passed these events while nothing was defined (one row), and
-    forget rows older than the keys' retention: their events count by when they came."""
-    await tx.sql.execute(
-        "DELETE FROM segment_passed_events WHERE passed_at < ?",
-        counted_before(tx.now, keep_days),
-    )
+async def pass_events(tx: Tx, event_ids: Sequence[str]) -> None:
+    """Record that the consumer passed these events while nothing was defined (one row)."""
     if event_ids:
         await tx.sql.execute(
             "INSERT INTO segment_passed_events (id, passed_at, event_ids) VALUES (?, ?, ?)",
@@ -122,6 +117,15 @@ async def pass_events(tx: Tx, event_ids: Sequence[str], *, keep_days: int) -> No
             tx.now,
             jsonio.dumps_text(list(event_ids)),
         )
+
+
+async def forget_old_passed(tx: Tx, *, keep_days: int) -> int:
+    """Delete rows of passed events older than the keys' retention (their events count by
+    when they came); return how many."""
+    return await tx.sql.execute(
+        "DELETE FROM segment_passed_events WHERE passed_at < ?",
+        counted_before(tx.now, keep_days),
+    )
 
 
 async def expand_passed(tx: Tx) -> None:
